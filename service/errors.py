@@ -1,0 +1,46 @@
+"""Readable input errors: one line per problem, naming the field, never a traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+_UNION_TAGS = {"world_allocations_changed", "strategy_weights_updated"}
+
+
+class InputError(ValueError):
+    """Input that cannot be used; the message says which field and why."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """Render a pydantic error as ``path: message`` lines, union tags and noise removed."""
+    lines = []
+    for item in error.errors(include_url=False):
+        path = ".".join(
+            str(part)
+            for part in item["loc"]
+            if part not in _UNION_TAGS and not str(part).startswith("function-")
+        )
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "value_error" and ": " in message:
+            lines.append(f"{prefix}{message}" if not path else f"{prefix}{path}: {message}")
+            continue
+        where = f"{prefix}{path}" if path else (prefix.rstrip(".") or "input")
+        shown = (
+            ""
+            if item["type"] in {"missing", "extra_forbidden"}
+            else f" (got {_short(item['input'])})"
+        )
+        lines.append(f"{where}: {message}{shown}")
+    return "; ".join(lines)
+
+
+def input_error(error: ValidationError, prefix: str = "") -> InputError:
+    """An ``InputError`` carrying the readable form of a validation error."""
+    return InputError(describe(error, prefix))

@@ -1,0 +1,115 @@
+"""The plan record: the whole plan, dropped keys included, for audit and dashboards.
+
+Its top level mirrors QMTL's multi-world response (``per_world`` with ``scale_world``,
+``scale_by_strategy`` and ``deltas``; ``global_deltas``), so existing readers keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ._types import EpochMs, Message, Name, NonNegative, Positive, Quantity, SchemaVersion
+from .intent import Leg, StrategyDelta
+
+DropReason = Literal["below_min_notional", "rounded_to_zero", "missing_mark", "held", "unchanged"]
+WeightsSource = Literal["request", "current", "snapshots", "none"]
+
+
+class PlannedLeg(Message):
+    """One intent of a traded key (two for a flattened flip)."""
+
+    intent_id: Name
+    leg: Leg
+    current_qty: Quantity
+    target_qty: Quantity
+    delta_qty: Quantity
+    reduce_only: bool
+    depends_on: Name | None = None
+
+
+class KeyDelta(Message):
+    """A traded ``(venue, symbol)`` key: what it holds, where it goes, and how."""
+
+    venue: Name | None
+    symbol: Name
+    delta_qty: Quantity = Field(description="Netted, rounded: what gets executed.")
+    current_qty: Quantity
+    target_qty: Quantity
+    delta_qty_unrounded: Quantity
+    mark: Positive
+    notional: NonNegative
+    reduce_only: bool
+    flip: bool
+    legs: list[PlannedLeg] = Field(
+        description="The intents published for this key; empty in the view that is not "
+        "executed (global_deltas in per_world mode, per_world in shared_account mode)."
+    )
+    strategy_breakdown: list[StrategyDelta]
+
+
+class DroppedKey(Message):
+    """A key that gets no intent, and why."""
+
+    venue: Name | None
+    symbol: Name
+    reason: DropReason
+    current_qty: Quantity
+    delta_qty_unrounded: Quantity
+    mark: Positive | None
+    notional: NonNegative | None
+
+
+class WorldPlan(Message):
+    """One world's part of the plan: its scale factors, traded keys and dropped keys."""
+
+    world_id: Name
+    alloc_before: float | None
+    alloc_after: float | None
+    scale_world: float
+    scale_by_strategy: dict[Name, float]
+    strategy_alloc_before: dict[Name, float]
+    strategy_alloc_after: dict[Name, float]
+    weights_source: WeightsSource = Field(
+        description="Where the strategies' before weights came from (SPEC 3.1)."
+    )
+    deltas: list[KeyDelta]
+    dropped: list[DroppedKey]
+
+
+class PlanOptions(Message):
+    """The planner settings the plan was computed with."""
+
+    planner: str
+    scale_rule: Literal["strategy", "bounded"]
+    flip_policy: Literal["flatten_then_open", "direct_flip"]
+    execution_mode: Literal["per_world", "shared_account"]
+    min_trade_notional: NonNegative
+    qty_decimals: int
+
+
+class PlanTiming(Message):
+    """When and how fast the plan was made; absent from offline (deterministic) output."""
+
+    planned_at: EpochMs
+    plan_ms: NonNegative
+
+
+class PlanRecord(Message):
+    """Everything one allocation change produced; ``intent_ids`` lists what was published."""
+
+    schema_version: SchemaVersion = 1
+    plan_id: Name
+    event_id: Name
+    portfolio_id: Name
+    occurred_at: EpochMs
+    status: Literal["planned", "held"] = "planned"
+    held_reason: str | None = None
+    total_equity: NonNegative
+    options: PlanOptions
+    per_world: dict[Name, WorldPlan]
+    global_deltas: list[KeyDelta]
+    global_dropped: list[DroppedKey]
+    intent_ids: list[Name]
+    timing: PlanTiming | None = None

@@ -1,0 +1,63 @@
+"""Position snapshots: the only truth about what a (world, strategy) holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ._types import EpochMs, Finite, Message, Name, Price, Quantity, SchemaVersion
+
+
+class Position(Message):
+    """One holding inside a snapshot. A missing ``venue`` is its own netting key."""
+
+    symbol: Name
+    venue: Name | None = None
+    qty: Quantity
+    mark: Price | None = Field(
+        default=None, description="Latest mark; a key without any mark is held, never guessed."
+    )
+    avg_cost: Finite | None = None
+
+
+class PositionSnapshot(Message):
+    """What one ``(world_id, strategy_id)`` holds at ``as_of``; topic key ``"{world}|{strategy}"``.
+
+    ``positions`` may also be QMTL's map form ``{symbol: {qty, avg_cost, mark}}`` (no venue).
+    """
+
+    schema_version: SchemaVersion = 1
+    world_id: Name
+    strategy_id: Name
+    as_of: EpochMs
+    seq: int | None = Field(default=None, ge=0, description="Breaks ties between equal as_of.")
+    cash: Finite | None = None
+    positions: list[Position] = Field(default_factory=list)
+    converged_plan_id: Name | None = Field(
+        default=None, description="Set by execution nodes: the last plan fully reached."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_map_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("positions"), dict):
+            rows = []
+            for symbol, body in data["positions"].items():
+                if not isinstance(body, dict):
+                    raise ValueError(
+                        f"positions.{symbol}: expected an object with qty, got {body!r}"
+                    )
+                rows.append({"symbol": symbol, **body})
+            data = {**data, "positions": rows}
+        return data
+
+    @property
+    def key(self) -> str:
+        """The topic key of this snapshot."""
+        return f"{self.world_id}|{self.strategy_id}"
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """Ordering between snapshots of one strategy: newer ``as_of`` wins, then ``seq``."""
+        return (self.as_of, -1 if self.seq is None else self.seq)
