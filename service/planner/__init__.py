@@ -1,0 +1,30 @@
+"""The pure planner (SPEC 3): numpy over columnar positions, no I/O, no clock."""
+
+from .base import (
+    ExecutionMode,
+    FlipPolicy,
+    PlannerOptions,
+    PlanningContext,
+    PlanningError,
+    Rebalancer,
+)
+from .plan import Plan
+from .positions import PositionTable
+from .proportional import MultiWorldProportionalRebalancer, ProportionalRebalancer
+from .scaling import ScaleRule, WorldChange, WorldScale
+
+__all__ = [
+    "ExecutionMode",
+    "FlipPolicy",
+    "MultiWorldProportionalRebalancer",
+    "Plan",
+    "PlannerOptions",
+    "PlanningContext",
+    "PlanningError",
+    "PositionTable",
+    "ProportionalRebalancer",
+    "Rebalancer",
+    "ScaleRule",
+    "WorldChange",
+    "WorldScale",
+]

@@ -1,0 +1,319 @@
+"""A computed plan, columnar, and its materialisation into wire messages.
+
+The planner's arithmetic stays in arrays; only here, once, do keys become dicts: the plan record
+(everything, dropped keys included) and the delta intents (what execution nodes act on). The
+dicts follow ``service.messages`` field for field (a test validates them against the models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .ids import intent_id
+from .netting import REASONS, TRADE, NettedKeys
+
+if TYPE_CHECKING:
+    from .base import PlanningContext
+    from .scaling import WorldScale
+
+Json = dict[str, Any]
+
+
+def _money(x: float) -> float:
+    return round(x, 8) + 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's output: scale factors per world, netted keys, and the global view."""
+
+    plan_id: str
+    planner: str
+    context: PlanningContext
+    worlds: tuple[WorldScale, ...]
+    per_world: NettedKeys
+    global_view: NettedKeys | None
+
+    @cached_property
+    def _materialised(self) -> tuple[Json, list[Json]]:
+        return _Materialiser(self).run()
+
+    def record(self) -> Json:
+        """The plan record (``messages.PlanRecord`` as a dict), without timing."""
+        return self._materialised[0]
+
+    def intents(self) -> list[Json]:
+        """The delta intents to publish (``messages.DeltaIntent`` as dicts), in order."""
+        return self._materialised[1]
+
+
+class _Materialiser:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        ctx = plan.context
+        self.ctx = ctx
+        table = ctx.positions
+        self.table = table
+        self.n_pairs = len(table.venues) * len(table.symbols)
+        self.direct_flip = (
+            set(ctx.options.direct_flip_venues)
+            if ctx.options.flip_policy == "direct_flip"
+            else set()
+        )
+        self.intents: list[Json] = []
+
+    def run(self) -> tuple[Json, list[Json]]:
+        ctx, plan = self.ctx, self.plan
+        shared = ctx.options.execution_mode == "shared_account"
+        per_world: dict[str, Json] = {}
+        view = plan.per_world
+        key_world = view.codes // self.n_pairs if self.n_pairs else view.codes
+        for scale in plan.worlds:
+            code = self._world_code(scale.world_id)
+            lo, hi = (
+                (0, 0)
+                if code is None
+                else (
+                    int(np.searchsorted(key_world, code, "left")),
+                    int(np.searchsorted(key_world, code, "right")),
+                )
+            )
+            deltas, dropped = self._keys(view, lo, hi, world_id=scale.world_id, emit=not shared)
+            per_world[scale.world_id] = {
+                "world_id": scale.world_id,
+                "alloc_before": scale.alloc_before,
+                "alloc_after": scale.alloc_after,
+                "scale_world": scale.scale_world,
+                "scale_by_strategy": scale.scale_by_strategy,
+                "strategy_alloc_before": scale.strategy_before,
+                "strategy_alloc_after": scale.strategy_after,
+                "weights_source": scale.weights_source,
+                "deltas": deltas,
+                "dropped": dropped,
+            }
+        global_deltas: list[Json] = []
+        global_dropped: list[Json] = []
+        if plan.global_view is not None:
+            global_deltas, global_dropped = self._keys(
+                plan.global_view, 0, len(plan.global_view), world_id=None, emit=shared
+            )
+        options = ctx.options
+        record: Json = {
+            "schema_version": 1,
+            "plan_id": plan.plan_id,
+            "event_id": ctx.event_id,
+            "portfolio_id": ctx.portfolio_id,
+            "occurred_at": ctx.occurred_at,
+            "status": "planned",
+            "held_reason": None,
+            "total_equity": ctx.total_equity,
+            "options": {
+                "planner": plan.planner,
+                "scale_rule": options.scale_rule,
+                "flip_policy": options.flip_policy,
+                "execution_mode": options.execution_mode,
+                "min_trade_notional": options.min_trade_notional,
+                "qty_decimals": options.qty_decimals,
+            },
+            "per_world": per_world,
+            "global_deltas": global_deltas,
+            "global_dropped": global_dropped,
+            "intent_ids": [i["intent_id"] for i in self.intents],
+            "timing": None,
+        }
+        return record, self.intents
+
+    def _world_code(self, world_id: str) -> int | None:
+        try:
+            return self.table.worlds.index(world_id)
+        except ValueError:
+            return None
+
+    def _breakdown(
+        self, view: NettedKeys, lo: int, hi: int, *, with_world: bool
+    ) -> list[list[Json]]:
+        """Per key in ``[lo, hi)``, the strategies' own deltas on it."""
+        start = np.searchsorted(view.pair_key, np.arange(lo, hi + 1))
+        strategies = self.table.strategies
+        codes = view.pair_strategy.tolist()
+        deltas = view.pair_delta.tolist()
+        out: list[list[Json]] = []
+        for a, b in zip(start[:-1].tolist(), start[1:].tolist(), strict=True):
+            items = []
+            for j in range(a, b):
+                world_id, strategy_id = strategies[codes[j]]
+                items.append(
+                    {
+                        "world_id": world_id if with_world else None,
+                        "strategy_id": strategy_id,
+                        "delta_qty": deltas[j],
+                    }
+                )
+            out.append(items)
+        return out
+
+    def _keys(
+        self, view: NettedKeys, lo: int, hi: int, *, world_id: str | None, emit: bool
+    ) -> tuple[list[Json], list[Json]]:
+        """Traded and dropped keys of ``view[lo:hi]``; legs (and intents) only when ``emit``."""
+        table = self.table
+        n_s = len(table.symbols)
+        part = slice(lo, hi)
+        pair = (view.codes[part] % self.n_pairs).tolist() if self.n_pairs else []
+        mark_arr = view.mark[part]
+        with np.errstate(invalid="ignore"):
+            notional = (np.round(np.abs(view.delta[part]) * mark_arr, 8) + 0.0).tolist()
+            notional_unrounded = np.round(np.abs(view.delta_unrounded[part]) * mark_arr, 8) + 0.0
+        current = view.current[part].tolist()
+        target = view.target[part].tolist()
+        delta = view.delta[part].tolist()
+        unrounded = view.delta_unrounded[part].tolist()
+        marks = np.where(np.isnan(mark_arr), None, mark_arr).tolist()
+        dropped_notional = np.where(np.isnan(notional_unrounded), None, notional_unrounded).tolist()
+        status = view.status[part].tolist()
+        flip = view.flip[part].tolist()
+        reduce_only = view.reduce_only[part].tolist()
+        breakdown = self._breakdown(view, lo, hi, with_world=world_id is None)
+        deltas: list[Json] = []
+        dropped: list[Json] = []
+        for i, code in enumerate(pair):
+            venue = table.venues[code // n_s]
+            symbol = table.symbols[code % n_s]
+            if status[i] != TRADE:
+                dropped.append(
+                    {
+                        "venue": venue,
+                        "symbol": symbol,
+                        "reason": REASONS[status[i]],
+                        "current_qty": current[i],
+                        "delta_qty_unrounded": unrounded[i],
+                        "mark": marks[i],
+                        "notional": dropped_notional[i],
+                    }
+                )
+                continue
+            legs = (
+                self._legs(
+                    world_id,
+                    venue,
+                    symbol,
+                    current[i],
+                    target[i],
+                    delta[i],
+                    flip=flip[i],
+                    reduce_only=reduce_only[i],
+                )
+                if emit
+                else []
+            )
+            deltas.append(
+                {
+                    "venue": venue,
+                    "symbol": symbol,
+                    "delta_qty": delta[i],
+                    "current_qty": current[i],
+                    "target_qty": target[i],
+                    "delta_qty_unrounded": unrounded[i],
+                    "mark": marks[i],
+                    "notional": notional[i],
+                    "reduce_only": reduce_only[i],
+                    "flip": flip[i],
+                    "legs": legs,
+                    "strategy_breakdown": breakdown[i],
+                }
+            )
+            if emit:
+                self._emit(world_id, venue, symbol, marks[i], notional[i], legs, breakdown[i])
+        return deltas, dropped
+
+    def _legs(
+        self,
+        world_id: str | None,
+        venue: str | None,
+        symbol: str,
+        current: float,
+        target: float,
+        delta: float,
+        *,
+        flip: bool,
+        reduce_only: bool,
+    ) -> list[Json]:
+        plan_id = self.plan.plan_id
+        if flip and venue not in self.direct_flip:
+            close_id = intent_id(plan_id, world_id, venue, symbol, "close")
+            return [
+                {
+                    "intent_id": close_id,
+                    "leg": "close",
+                    "current_qty": current,
+                    "target_qty": 0.0,
+                    "delta_qty": -current,
+                    "reduce_only": True,
+                    "depends_on": None,
+                },
+                {
+                    "intent_id": intent_id(plan_id, world_id, venue, symbol, "open"),
+                    "leg": "open",
+                    "current_qty": 0.0,
+                    "target_qty": target,
+                    "delta_qty": target,
+                    "reduce_only": False,
+                    "depends_on": close_id,
+                },
+            ]
+        leg = "close" if target == 0 else "adjust"
+        return [
+            {
+                "intent_id": intent_id(plan_id, world_id, venue, symbol, leg),
+                "leg": leg,
+                "current_qty": current,
+                "target_qty": target,
+                "delta_qty": delta,
+                "reduce_only": reduce_only,
+                "depends_on": None,
+            }
+        ]
+
+    def _emit(
+        self,
+        world_id: str | None,
+        venue: str | None,
+        symbol: str,
+        mark: float,
+        notional: float,
+        legs: list[Json],
+        breakdown: list[Json],
+    ) -> None:
+        ctx = self.ctx
+        created = ctx.occurred_at
+        expires = created + ctx.options.intent_ttl_ms
+        for leg in legs:
+            if len(legs) > 1:
+                notional = _money(abs(leg["delta_qty"]) * mark)
+            self.intents.append(
+                {
+                    "schema_version": 1,
+                    "intent_id": leg["intent_id"],
+                    "plan_id": self.plan.plan_id,
+                    "event_id": ctx.event_id,
+                    "portfolio_id": ctx.portfolio_id,
+                    "world_id": world_id,
+                    "venue": venue,
+                    "symbol": symbol,
+                    "current_qty": leg["current_qty"],
+                    "target_qty": leg["target_qty"],
+                    "delta_qty": leg["delta_qty"],
+                    "mark": mark,
+                    "notional": notional,
+                    "reduce_only": leg["reduce_only"],
+                    "leg": leg["leg"],
+                    "depends_on": leg["depends_on"],
+                    "strategy_breakdown": breakdown,
+                    "created_at": created,
+                    "expires_at": expires,
+                }
+            )

@@ -1,0 +1,226 @@
+"""Positions as columns: integer codes into sorted vocabularies plus numeric arrays.
+
+The planner never loops over rows in Python; it works on these arrays. Vocabularies are kept
+sorted (a null venue first), so code order is label order and every output comes out in a
+canonical order whatever order the rows arrived in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from ..messages import PositionSnapshot
+
+T = TypeVar("T")
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+def _venue_order(v: str | None) -> tuple[bool, str]:
+    return (v is not None, v or "")
+
+
+@dataclass(frozen=True)
+class PositionTable:
+    """Position rows of many (world, strategy) pairs, one array per column.
+
+    ``strategy`` codes index ``strategies``, a sorted tuple of ``(world_id, strategy_id)``;
+    ``world`` codes index ``worlds``. ``mark`` is NaN where a row has no mark. ``recency``
+    orders rows by the time of their snapshot; among equals, the later row is the newer.
+    """
+
+    worlds: tuple[str, ...]
+    strategies: tuple[tuple[str, str], ...]
+    venues: tuple[str | None, ...]
+    symbols: tuple[str, ...]
+    world: IntArray
+    strategy: IntArray
+    venue: IntArray
+    symbol: IntArray
+    qty: FloatArray
+    mark: FloatArray
+    recency: IntArray
+
+    def __len__(self) -> int:
+        return int(self.qty.shape[0])
+
+    @cached_property
+    def strategy_slot(self) -> IntArray:
+        """Per strategy code, its rank among its own world's strategies (codes are sorted by
+        world, so a world's strategies are contiguous)."""
+        if not self.strategies:
+            return np.zeros(0, np.int64)
+        world_of = np.array([w for w, _ in self.strategies], dtype=object)
+        first = np.flatnonzero(np.r_[True, world_of[1:] != world_of[:-1]])
+        starts = np.repeat(first, np.diff(np.r_[first, len(self.strategies)]))
+        return np.arange(len(self.strategies), dtype=np.int64) - starts
+
+    @cached_property
+    def memo(self) -> dict[str, Any]:
+        """Scratch space for values derived from this (immutable) table, such as lot arrays."""
+        return {}
+
+    @cached_property
+    def world_strategies(self) -> dict[str, dict[str, int]]:
+        """Per world, its strategies' codes by strategy id."""
+        out: dict[str, dict[str, int]] = {}
+        for code, (world_id, strategy_id) in enumerate(self.strategies):
+            out.setdefault(world_id, {})[strategy_id] = code
+        return out
+
+    @cached_property
+    def vocabulary_digest(self) -> bytes:
+        """A digest of the vocabularies: codes mean the same labels iff digests match."""
+        material = orjson.dumps([self.strategies, self.venues, self.symbols])
+        return hashlib.sha256(material).digest()
+
+    @cached_property
+    def symbol_index(self) -> dict[str, int]:
+        """Symbol to code."""
+        return {s: i for i, s in enumerate(self.symbols)}
+
+    @cached_property
+    def venue_index(self) -> dict[str | None, int]:
+        """Venue to code."""
+        return {v: i for i, v in enumerate(self.venues)}
+
+    @classmethod
+    def empty(cls) -> PositionTable:
+        return cls.from_columns(
+            strategies=[], venues=[], symbols=[], strategy=[], venue=[], symbol=[], qty=[], mark=[]
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        *,
+        strategies: Sequence[tuple[str, str]],
+        venues: Sequence[str | None],
+        symbols: Sequence[str],
+        strategy: npt.ArrayLike,
+        venue: npt.ArrayLike,
+        symbol: npt.ArrayLike,
+        qty: npt.ArrayLike,
+        mark: npt.ArrayLike,
+        recency: npt.ArrayLike | None = None,
+    ) -> PositionTable:
+        """Build from codes into (possibly unsorted) vocabularies; re-codes to sorted order."""
+        strat = np.asarray(strategy, dtype=np.int64)
+        ven = np.asarray(venue, dtype=np.int64)
+        sym = np.asarray(symbol, dtype=np.int64)
+        q = np.asarray(qty, dtype=np.float64)
+        m = np.asarray(mark, dtype=np.float64)
+        n = q.shape[0]
+        rec = np.zeros(n, np.int64) if recency is None else np.asarray(recency, dtype=np.int64)
+        for name, col in (("strategy", strat), ("venue", ven), ("symbol", sym), ("mark", m)):
+            if col.shape != (n,):
+                raise ValueError(f"column {name} has shape {col.shape}, expected ({n},)")
+        if rec.shape != (n,):
+            raise ValueError(f"column recency has shape {rec.shape}, expected ({n},)")
+        if not np.isfinite(q).all():
+            raise ValueError("qty: every quantity must be finite")
+        if np.any(m <= 0):
+            raise ValueError("mark: marks must be > 0 (use NaN for a missing mark)")
+        m = np.where(np.isfinite(m), m, np.nan)
+
+        strat_vocab, strat = _sorted_codes(list(strategies), strat, "strategy", key=None)
+        venue_vocab, ven = _sorted_codes(list(venues), ven, "venue", key=_venue_order)
+        symbol_vocab, sym = _sorted_codes(list(symbols), sym, "symbol", key=None)
+        worlds = tuple(sorted({w for w, _ in strat_vocab}))
+        world_index = {w: i for i, w in enumerate(worlds)}
+        strat_world = np.fromiter(
+            (world_index[w] for w, _ in strat_vocab), np.int64, len(strat_vocab)
+        )
+        world = strat_world[strat] if n else np.zeros(0, np.int64)
+        return cls(
+            worlds=worlds,
+            strategies=tuple(strat_vocab),
+            venues=tuple(venue_vocab),
+            symbols=tuple(symbol_vocab),
+            world=world,
+            strategy=strat,
+            venue=ven,
+            symbol=sym,
+            qty=q,
+            mark=m,
+            recency=rec,
+        )
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Iterable[tuple[str, str, str | None, str, float, float | None, int]],
+    ) -> PositionTable:
+        """Build from ``(world_id, strategy_id, venue, symbol, qty, mark, recency)`` tuples."""
+        strategies: dict[tuple[str, str], int] = {}
+        venues: dict[str | None, int] = {}
+        symbols: dict[str, int] = {}
+        s_col: list[int] = []
+        v_col: list[int] = []
+        y_col: list[int] = []
+        q_col: list[float] = []
+        m_col: list[float] = []
+        r_col: list[int] = []
+        nan = float("nan")
+        for world_id, strategy_id, venue, symbol, qty, mark, recency in rows:
+            s_col.append(strategies.setdefault((world_id, strategy_id), len(strategies)))
+            v_col.append(venues.setdefault(venue, len(venues)))
+            y_col.append(symbols.setdefault(symbol, len(symbols)))
+            q_col.append(qty)
+            m_col.append(nan if mark is None else mark)
+            r_col.append(recency)
+        return cls.from_columns(
+            strategies=list(strategies),
+            venues=list(venues),
+            symbols=list(symbols),
+            strategy=s_col,
+            venue=v_col,
+            symbol=y_col,
+            qty=q_col,
+            mark=m_col,
+            recency=r_col,
+        )
+
+    @classmethod
+    def from_snapshots(cls, snapshots: Iterable[PositionSnapshot]) -> PositionTable:
+        """Build from snapshots, keeping only the newest per (world, strategy).
+
+        A row's recency is the rank of its snapshot's ``(as_of, seq)`` among the snapshots,
+        so the mark of a key comes from its most recent snapshot.
+        """
+        latest: dict[tuple[str, str], PositionSnapshot] = {}
+        for s in snapshots:
+            held = latest.get((s.world_id, s.strategy_id))
+            if held is None or s.version > held.version:
+                latest[(s.world_id, s.strategy_id)] = s
+        ranks = {v: i for i, v in enumerate(sorted({s.version for s in latest.values()}))}
+        return cls.from_rows(
+            (s.world_id, s.strategy_id, p.venue, p.symbol, p.qty, p.mark, ranks[s.version])
+            for s in latest.values()
+            for p in s.positions
+        )
+
+
+def _sorted_codes(
+    vocab: list[T], codes: IntArray, name: str, key: Callable[[T], Any] | None
+) -> tuple[list[T], IntArray]:
+    """Return the vocabulary sorted and the codes mapped onto it."""
+    if codes.size and (codes.min() < 0 or codes.max() >= len(vocab)):
+        raise ValueError(f"{name}: code out of range of its vocabulary of {len(vocab)}")
+    if len(set(vocab)) != len(vocab):
+        raise ValueError(f"{name}: vocabulary has duplicates")
+    sort_key: Callable[[T], Any] = key or (lambda v: v)
+    order = sorted(range(len(vocab)), key=lambda i: cast(Any, sort_key(vocab[i])))
+    if order == list(range(len(vocab))):
+        return vocab, codes
+    rank = np.empty(len(vocab), np.int64)
+    rank[np.asarray(order, dtype=np.int64)] = np.arange(len(vocab))
+    return [vocab[i] for i in order], rank[codes]

@@ -1,0 +1,254 @@
+"""The proportional planner (SPEC 3): scale every position by its strategy's ``g``, net by key.
+
+``ProportionalRebalancer`` plans each named world on its own; ``MultiWorldProportionalRebalancer``
+adds ``global_deltas``, the net of all worlds' unrounded deltas per ``(venue, symbol)``, and can
+execute that net in shared-account mode.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import cast
+
+import numpy as np
+import orjson
+
+from .base import PlannerOptions, PlanningContext, PlanningError
+from .ids import PlanHasher
+from .netting import LotLookup, NettedKeys, net
+from .plan import Plan
+from .positions import FloatArray, IntArray, PositionTable
+from .scaling import WorldScale, resolve
+
+
+@functools.lru_cache(maxsize=4096)
+def lot_fraction(lot: float) -> tuple[float, float]:
+    """A lot size as ``numerator / 10**k`` with an integral numerator, so that multiples of it
+    come out as the exact nearest float of the decimal (333 x 0.001 is 0.333, not 0.33300..1)."""
+    exponent = Decimal(repr(lot)).normalize().as_tuple().exponent
+    if not isinstance(exponent, int) or exponent >= 0 or exponent < -15:
+        return lot, 1.0
+    scale = 10.0**-exponent
+    return float(round(lot * scale)), scale
+
+
+class LotSizes:
+    """Lot sizes of a table's keys as exact decimal fractions, looked up by key code."""
+
+    def __init__(self, table: PositionTable, options: PlannerOptions) -> None:
+        n_symbols = len(table.symbols)
+        self.n_symbols = n_symbols
+        self.n_pairs = len(table.venues) * n_symbols
+        self.num = np.full(n_symbols, np.nan)
+        self.scale = np.ones(n_symbols)
+        by_symbol = options.lot_size_by_symbol
+        symbol_index = table.symbol_index
+        if len(by_symbol) < n_symbols:
+            pairs = [(symbol_index[s], lot) for s, lot in by_symbol.items() if s in symbol_index]
+        else:
+            pairs = [(i, by_symbol[s]) for i, s in enumerate(table.symbols) if s in by_symbol]
+        if pairs:
+            at = np.array([i for i, _ in pairs], np.int64)
+            distinct, which = np.unique(np.array([lot for _, lot in pairs]), return_inverse=True)
+            fractions = np.array([lot_fraction(float(lot)) for lot in distinct])
+            self.num[at], self.scale[at] = fractions[which, 0], fractions[which, 1]
+        overrides: list[tuple[int, float, float]] = []
+        for venue, venue_lots in options.lot_size_by_venue.items():
+            v = table.venue_index.get(venue)
+            if v is None:
+                continue
+            for symbol, lot in venue_lots.items():
+                if symbol in symbol_index:
+                    overrides.append((v * n_symbols + symbol_index[symbol], *lot_fraction(lot)))
+        overrides.sort()
+        self.o_code = np.array([o[0] for o in overrides], np.int64)
+        self.o_num = np.array([o[1] for o in overrides])
+        self.o_scale = np.array([o[2] for o in overrides])
+
+    @classmethod
+    def of(cls, table: PositionTable, options: PlannerOptions) -> LotSizes:
+        """The lot sizes for a table and options, built once per pair and kept on the table."""
+        cached = table.memo.get("lots")
+        if cached is not None and cached[0] is options:
+            lots: LotSizes = cached[1]
+            return lots
+        lots = cls(table, options)
+        table.memo["lots"] = (options, lots)
+        return lots
+
+    def lookup(self, *, with_world: bool) -> LotLookup:
+        """A lookup for codes ``[world * pairs +] venue * symbols + symbol``."""
+
+        def lookup(codes: IntArray) -> tuple[FloatArray, FloatArray]:
+            pair = codes % self.n_pairs if with_world and self.n_pairs else codes
+            symbol = pair % max(self.n_symbols, 1)
+            num, scale = self.num[symbol], self.scale[symbol]
+            if self.o_code.size:
+                at = np.minimum(np.searchsorted(self.o_code, pair), self.o_code.size - 1)
+                hit = self.o_code[at] == pair
+                num = np.where(hit, self.o_num[at], num)
+                scale = np.where(hit, self.o_scale[at], scale)
+            return num, scale
+
+        return lookup
+
+
+def strategy_notional(table: PositionTable) -> FloatArray:
+    """Net notional (qty x mark) per strategy code; rows without a mark count as 0."""
+    value = np.where(np.isnan(table.mark), 0.0, table.qty * table.mark)
+    return cast(FloatArray, np.bincount(table.strategy, value, len(table.strategies)))
+
+
+class ProportionalRebalancer:
+    """Scale positions by allocation ratios and net per ``(world, venue, symbol)``."""
+
+    name = "proportional"
+    with_global = False
+
+    def plan(self, context: PlanningContext) -> Plan:
+        table = context.positions
+        options = context.options
+        if options.execution_mode == "shared_account":
+            if not self.with_global:
+                raise PlanningError("execution_mode: shared_account needs the multi-world planner")
+            if not options.allow_shared_account:
+                raise PlanningError(
+                    "execution_mode: shared_account is refused unless allow_shared_account "
+                    "is enabled in the configuration"
+                )
+        names = [c.world_id for c in context.changes]
+        if len(set(names)) != len(names):
+            raise PlanningError(f"worlds: a world is named twice in {names}")
+
+        scales = self._scales(context)
+        n_strat = len(table.strategies)
+        g = np.ones(n_strat)
+        planned = np.zeros(len(table.worlds), np.bool_)
+        for scale in scales:
+            codes = table.world_strategies.get(scale.world_id)
+            if codes is None:
+                continue
+            planned[table.worlds.index(scale.world_id)] = True
+            for strategy_id, code in codes.items():
+                g[code] = scale.scale_by_strategy[strategy_id]
+
+        target_qty = table.qty * g[table.strategy]
+        n_v, n_s = len(table.venues), len(table.symbols)
+        pair = table.venue * n_s + table.symbol
+        rows = np.flatnonzero(planned[table.world]) if len(table) else np.zeros(0, np.int64)
+        lots = LotSizes.of(table, options)
+        slot = table.strategy_slot
+        per_world = net(
+            table.world[rows] * (n_v * n_s) + pair[rows],
+            len(table.worlds) * n_v * n_s,
+            table.strategy[rows],
+            slot[table.strategy[rows]],
+            int(slot.max()) + 1 if slot.size else 1,
+            table.qty[rows],
+            target_qty[rows],
+            table.mark[rows],
+            table.recency[rows],
+            lots=lots.lookup(with_world=True),
+            min_trade_notional=options.min_trade_notional,
+            qty_decimals=options.qty_decimals,
+        )
+        global_view: NettedKeys | None = None
+        if self.with_global:
+            shared = options.execution_mode == "shared_account"
+            global_view = net(
+                pair,
+                n_v * n_s,
+                table.strategy,
+                table.strategy if shared else None,
+                n_strat,
+                table.qty,
+                target_qty,
+                table.mark,
+                table.recency,
+                lots=lots.lookup(with_world=False),
+                min_trade_notional=options.min_trade_notional,
+                qty_decimals=options.qty_decimals,
+            )
+        plan_id = self._plan_id(context, scales, per_world, global_view, bool(planned.all()))
+        return Plan(
+            plan_id=plan_id,
+            planner=self.name,
+            context=context,
+            worlds=tuple(scales),
+            per_world=per_world,
+            global_view=global_view,
+        )
+
+    def _scales(self, context: PlanningContext) -> list[WorldScale]:
+        table = context.positions
+        notional: FloatArray | None = None
+
+        def derived(world_id: str) -> Mapping[str, float]:
+            nonlocal notional
+            if notional is None:
+                notional = strategy_notional(table)
+            codes = table.world_strategies.get(world_id, {})
+            values = {s: float(notional[c]) for s, c in codes.items()}
+            if context.total_equity > 0:
+                base = context.total_equity
+            else:
+                base = sum(values.values())
+                if base <= 0:
+                    return dict.fromkeys(values, 0.0)
+            return {s: max(v, 0.0) / base for s, v in values.items()}
+
+        return [
+            resolve(
+                change,
+                held_strategies=table.world_strategies.get(change.world_id, {}),
+                current_weights=context.current_weights.get(change.world_id),
+                derived_weights=functools.partial(derived, change.world_id),
+                scale_rule=context.options.scale_rule,
+            )
+            for change in sorted(context.changes, key=lambda c: c.world_id)
+        ]
+
+    def _plan_id(
+        self,
+        context: PlanningContext,
+        scales: list[WorldScale],
+        per_world: NettedKeys,
+        global_view: NettedKeys | None,
+        planned_all: bool,
+    ) -> str:
+        table = context.positions
+        h = PlanHasher()
+        h.update(self.name.encode())
+        h.update(context.trigger)
+        h.update(
+            orjson.dumps(
+                {
+                    "event_id": context.event_id,
+                    "portfolio_id": context.portfolio_id,
+                    "total_equity": context.total_equity,
+                    "options": context.options.canonical(),
+                    "scales": [vars(s) for s in scales],
+                },
+                option=orjson.OPT_SORT_KEYS,
+            )
+        )
+        h.update(table.vocabulary_digest)
+        # The state, as netted: everything else in the plan is a function of these and the
+        # options. The global view adds only the positions of worlds that are not moving, if any.
+        columns = [per_world.codes, per_world.current, per_world.mark, per_world.delta_unrounded]
+        columns += [per_world.pair_key * len(table.strategies) + per_world.pair_strategy]
+        columns += [per_world.pair_delta]
+        if global_view is not None and not planned_all:
+            columns += [global_view.codes, global_view.current, global_view.mark]
+        for column in columns:
+            h.update(np.ascontiguousarray(column).data)
+        return h.hexdigest()
+
+
+class MultiWorldProportionalRebalancer(ProportionalRebalancer):
+    """Plans several worlds together and adds the global net view (SPEC 3.4)."""
+
+    name = "proportional"
+    with_global = True
