@@ -1,0 +1,269 @@
+"""Planning requests: turn a user's JSON into a ``PlanningContext``.
+
+Two shapes are accepted. Our own: ``{"event": <allocation event>, "snapshots": [...],
+"current": {...}, "options": {...}}`` (what the stream service builds from its topics). And
+QMTL's ``POST /rebalancing/plan`` body (``total_equity``, ``world_alloc_before/after``,
+``strategy_alloc_*_total``, flat ``positions`` rows, ``min_trade_notional``,
+``lot_size_by_symbol``), so users of that API can switch with their payloads as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field, TypeAdapter, ValidationError
+
+from .errors import InputError, input_error
+from .messages import PositionSnapshot, StrategyWeightsUpdated, WorldAllocationsChanged
+from .messages._types import (
+    SUM_TOLERANCE,
+    EpochMs,
+    Message,
+    Name,
+    NonNegative,
+    Price,
+    Quantity,
+    Ratio,
+)
+from .messages.allocation import AllocationEvent
+from .planner import PlannerOptions, PlanningContext, PositionTable, WorldChange
+
+
+class CurrentAllocations(Message):
+    """The service's own view of the allocations, used for "before" values it is not told."""
+
+    world_alloc: dict[Name, Ratio] = Field(default_factory=dict)
+    strategy_alloc: dict[Name, dict[Name, Ratio]] = Field(default_factory=dict)
+
+
+class PlanRequest(Message):
+    """Our own request shape: one allocation event and the snapshots to plan it on."""
+
+    event: AllocationEvent
+    snapshots: list[PositionSnapshot] = Field(default_factory=list)
+    total_equity: NonNegative | None = Field(
+        default=None, description="For strategy_weights_updated, which carries no equity."
+    )
+    current: CurrentAllocations = Field(default_factory=CurrentAllocations)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class QmtlPosition(Message):
+    """A row of QMTL's request: one strategy's holding of one symbol."""
+
+    world_id: Name
+    strategy_id: Name
+    symbol: Name
+    qty: Quantity
+    mark: Price | None = None
+    venue: Name | None = None
+
+
+class QmtlPlanRequest(Message):
+    """QMTL's multi-world planning request, plus our optional ids and options."""
+
+    total_equity: NonNegative
+    world_alloc_before: dict[Name, Ratio]
+    world_alloc_after: dict[Name, Ratio]
+    positions: list[QmtlPosition]
+    strategy_alloc_before_total: dict[Name, dict[Name, Ratio]] | None = None
+    strategy_alloc_after_total: dict[Name, dict[Name, Ratio]] | None = None
+    min_trade_notional: NonNegative | None = None
+    lot_size_by_symbol: dict[Name, float] | None = None
+    mode: Literal["scaling"] | None = Field(
+        default=None, description="Only 'scaling' is supported (overlay modes are not)."
+    )
+    schema_version: int | None = Field(default=None, ge=1)
+    rebalance_intent: dict[str, Any] | None = None
+    realized_returns_by_world: dict[str, Any] | None = None
+    stress_by_world: dict[str, Any] | None = None
+    event_id: Name | None = None
+    portfolio_id: Name = "default"
+    occurred_at: EpochMs | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+_plan_request = TypeAdapter(PlanRequest)
+_qmtl_request = TypeAdapter(QmtlPlanRequest)
+
+
+def parse_request(
+    raw: bytes | str | dict[str, Any],
+    *,
+    defaults: PlannerOptions | None = None,
+    now_ms: int = 0,
+) -> PlanningContext:
+    """Validate a request of either shape and build the planning context.
+
+    ``now_ms`` stands in for ``occurred_at`` when a QMTL request has none (it only sets the
+    intents' timestamps; ids do not depend on it). Raises ``InputError`` naming the field.
+    """
+    if isinstance(raw, bytes | str):
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc}") from None
+    else:
+        data = raw
+    if not isinstance(data, dict):
+        raise InputError(f"request: expected a JSON object, got {type(data).__name__}")
+    defaults = defaults or PlannerOptions()
+    if "event" in data:
+        try:
+            request = _plan_request.validate_python(data)
+        except ValidationError as exc:
+            raise input_error(exc) from None
+        return _from_event(request, defaults)
+    if data.keys() & {"world_alloc_after", "world_alloc_before", "positions", "total_equity"}:
+        return _from_qmtl(data, defaults, now_ms)
+    raise InputError(
+        "request: expected our shape (with 'event' and 'snapshots') or QMTL's "
+        "(with 'world_alloc_after' and 'positions')"
+    )
+
+
+def _options(defaults: PlannerOptions, overrides: dict[str, Any]) -> PlannerOptions:
+    if not overrides:
+        return defaults
+    try:
+        return PlannerOptions.model_validate({**defaults.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise input_error(exc, "options.") from None
+
+
+def _canonical(data: Any) -> bytes:
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+def _from_event(request: PlanRequest, defaults: PlannerOptions) -> PlanningContext:
+    event = request.event
+    overrides = dict(request.options)
+    current = request.current
+    changes: list[WorldChange] = []
+    if isinstance(event, WorldAllocationsChanged):
+        if event.min_trade_notional is not None:
+            overrides.setdefault("min_trade_notional", event.min_trade_notional)
+        if event.lot_size_by_symbol is not None:
+            merged = {**defaults.lot_size_by_symbol, **event.lot_size_by_symbol}
+            overrides.setdefault("lot_size_by_symbol", merged)
+        total_equity = event.total_equity
+        unnamed = {w: r for w, r in current.world_alloc.items() if w not in event.world_alloc_after}
+        combined = sum(unnamed.values()) + sum(event.world_alloc_after.values())
+        if combined > 1 + SUM_TOLERANCE:
+            raise InputError(
+                f"world_alloc_after: with the worlds it leaves untouched {sorted(unnamed)}, "
+                f"world allocations would add up to {combined:.12g}, above 1"
+            )
+        for world, after in sorted(event.world_alloc_after.items()):
+            before = (event.world_alloc_before or {}).get(world, current.world_alloc.get(world))
+            if before is None:
+                raise InputError(
+                    f"world_alloc_before.{world}: missing, and no current allocation is known "
+                    f"for world {world!r}; the move cannot be scaled without it"
+                )
+            changes.append(
+                WorldChange(
+                    world_id=world,
+                    alloc_before=before,
+                    alloc_after=after,
+                    strategy_before=(event.strategy_alloc_before_total or {}).get(world),
+                    strategy_after=(event.strategy_alloc_after_total or {}).get(world),
+                )
+            )
+    else:
+        assert isinstance(event, StrategyWeightsUpdated)
+        total_equity = request.total_equity or 0.0
+        world_alloc = current.world_alloc.get(event.world_id)
+        if world_alloc is not None:
+            total = sum(event.strategy_alloc_after_total.values())
+            if total > world_alloc + SUM_TOLERANCE:
+                raise InputError(
+                    f"strategy_alloc_after_total: strategy weights add up to {total:.12g}, above "
+                    f"world {event.world_id!r}'s allocation {world_alloc:.12g}"
+                )
+        changes.append(
+            WorldChange(
+                world_id=event.world_id,
+                alloc_before=world_alloc,
+                alloc_after=world_alloc,
+                strategy_before=event.strategy_alloc_before_total,
+                strategy_after=event.strategy_alloc_after_total,
+            )
+        )
+    return PlanningContext(
+        event_id=event.event_id,
+        portfolio_id=event.portfolio_id,
+        occurred_at=event.occurred_at,
+        total_equity=total_equity,
+        changes=tuple(changes),
+        positions=PositionTable.from_snapshots(request.snapshots),
+        options=_options(defaults, overrides),
+        current_weights=current.strategy_alloc,
+        trigger=_canonical(
+            {"event": event.model_dump(mode="json"), "current": current.model_dump(mode="json")}
+        ),
+    )
+
+
+def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> PlanningContext:
+    try:
+        request = _qmtl_request.validate_python(data)
+    except ValidationError as exc:
+        raise input_error(exc) from None
+    for world in request.world_alloc_after:
+        if world not in request.world_alloc_before:
+            raise InputError(
+                f"world_alloc_before.{world}: missing; every world in world_alloc_after needs "
+                "its before allocation"
+            )
+    body = {k: v for k, v in data.items() if k not in {"positions", "occurred_at", "options"}}
+    event_id = request.event_id or "req-" + hashlib.sha256(_canonical(body)).hexdigest()[:24]
+    occurred_at = request.occurred_at if request.occurred_at is not None else now_ms
+    event = {
+        "type": "world_allocations_changed",
+        "event_id": event_id,
+        "portfolio_id": request.portfolio_id,
+        "occurred_at": occurred_at,
+        "total_equity": request.total_equity,
+        "world_alloc_after": request.world_alloc_after,
+        "world_alloc_before": request.world_alloc_before,
+        "strategy_alloc_after_total": request.strategy_alloc_after_total,
+        "strategy_alloc_before_total": request.strategy_alloc_before_total,
+        "min_trade_notional": request.min_trade_notional,
+        "lot_size_by_symbol": request.lot_size_by_symbol,
+    }
+    try:
+        checked = WorldAllocationsChanged.model_validate(event)
+    except ValidationError as exc:
+        raise input_error(exc) from None
+    overrides = dict(request.options)
+    if checked.min_trade_notional is not None:
+        overrides.setdefault("min_trade_notional", checked.min_trade_notional)
+    if checked.lot_size_by_symbol is not None:
+        merged = {**defaults.lot_size_by_symbol, **checked.lot_size_by_symbol}
+        overrides.setdefault("lot_size_by_symbol", merged)
+    changes = tuple(
+        WorldChange(
+            world_id=world,
+            alloc_before=request.world_alloc_before[world],
+            alloc_after=after,
+            strategy_before=(checked.strategy_alloc_before_total or {}).get(world),
+            strategy_after=(checked.strategy_alloc_after_total or {}).get(world),
+        )
+        for world, after in sorted(request.world_alloc_after.items())
+    )
+    positions = PositionTable.from_rows(
+        (p.world_id, p.strategy_id, p.venue, p.symbol, p.qty, p.mark, 0) for p in request.positions
+    )
+    return PlanningContext(
+        event_id=event_id,
+        portfolio_id=request.portfolio_id,
+        occurred_at=occurred_at,
+        total_equity=request.total_equity,
+        changes=changes,
+        positions=positions,
+        options=_options(defaults, overrides),
+        trigger=_canonical(body),
+    )

@@ -1,0 +1,77 @@
+"""Configuration: defaults in code, ``config/default.toml``, an optional file, then env vars.
+
+Precedence, highest first: ``REBALANCER_*`` environment variables (nested keys with ``__``,
+e.g. ``REBALANCER_PLANNER__FLIP_POLICY=direct_flip``), the file named by
+``REBALANCER_CONFIG_FILE``, ``config/default.toml`` of this checkout, the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import InputError, describe
+from .planner import PlannerOptions
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+class Settings(BaseSettings):
+    """Everything the service and CLI can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REBALANCER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    portfolio_id: str = Field(default="default", min_length=1)
+    planner: PlannerOptions = PlannerOptions()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = [p for p in (DEFAULT_CONFIG,) if p.is_file()]
+        extra = _config_file.get() or os.environ.get("REBALANCER_CONFIG_FILE")
+        if extra:
+            files.append(Path(extra))
+        # Later files win over earlier ones; pydantic-settings gives the first source priority.
+        tomls = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in reversed(files)]
+        return (init_settings, env_settings, *tomls)
+
+
+_config_file: ContextVar[str | None] = ContextVar("config_file", default=None)
+
+
+def load_settings(config_file: str | Path | None = None) -> Settings:
+    """Load settings, with ``config_file`` (if given) in place of ``REBALANCER_CONFIG_FILE``.
+
+    Raises ``InputError`` naming the offending key on bad configuration.
+    """
+    if config_file is not None and not Path(config_file).is_file():
+        raise InputError(f"config: file {str(config_file)!r} does not exist")
+    extra = os.environ.get("REBALANCER_CONFIG_FILE")
+    if config_file is None and extra and not Path(extra).is_file():
+        raise InputError(f"REBALANCER_CONFIG_FILE: file {extra!r} does not exist")
+    token = _config_file.set(None if config_file is None else str(config_file))
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InputError("config: " + describe(exc)) from None
+    except ValueError as exc:  # malformed TOML or environment value
+        raise InputError(f"config: {exc}") from None
+    finally:
+        _config_file.reset(token)
