@@ -93,6 +93,21 @@ def _cmd_schemas(args: argparse.Namespace, out: IO[bytes]) -> int:
     return EXIT_OK
 
 
+def _cmd_run(args: argparse.Namespace, out: IO[bytes]) -> int:
+    import asyncio
+    import logging
+
+    from .app import RebalancerApp
+
+    settings = load_settings(args.config)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(RebalancerApp(settings).run())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rebalancer", description="Centralized rebalancing: plan allocation changes."
@@ -127,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="epoch ms for intents of requests without occurred_at (default: the clock)",
     )
     plan.set_defaults(run=_cmd_plan)
+
+    run = sub.add_parser(
+        "run",
+        help="run the stream service (embedded broker when bootstrap_servers is unset)",
+        description="Consume allocation events and snapshots, publish intents and plans. "
+        "Stops cleanly on SIGTERM/SIGINT.",
+    )
+    run.add_argument("--config", help="a TOML file overriding config/default.toml")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(run=_cmd_run)
 
     schemas = sub.add_parser("schemas", help="write (or --check) the JSON Schemas of messages")
     schemas.add_argument("--out", help="directory (default: schemas/ of this checkout)")

@@ -11,7 +11,7 @@ import os
 from contextvars import ContextVar
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,19 @@ from .planner import PlannerOptions
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
 
+class Topics(BaseModel):
+    """Topic names (SPEC 2 defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    snapshots: str = Field(default="portfolio.snapshots", min_length=1)
+    allocations: str = Field(default="allocations.events", min_length=1)
+    intents: str = Field(default="execution.deltas", min_length=1)
+    plans: str = Field(default="rebalance.plans", min_length=1)
+    dead_letters: str = Field(default="rebalancer.dlq", min_length=1)
+    changelog: str = Field(default="rebalancer.state", min_length=1)
+
+
 class Settings(BaseSettings):
     """Everything the service and CLI can be configured with."""
 
@@ -32,6 +45,23 @@ class Settings(BaseSettings):
         env_prefix="REBALANCER_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
+    bootstrap_servers: str | None = Field(
+        default=None, description="Kafka brokers; unset starts the embedded broker."
+    )
+    group_id: str = Field(default="rebalancer", min_length=1)
+    client_id: str = Field(default="rebalancer", min_length=1)
+    topics: Topics = Topics()
+    topic_partitions: int = Field(
+        default=3, ge=1, description="Partitions of topics the service creates."
+    )
+    topic_replication: int = Field(
+        default=1, ge=1, description="Replication factor of topics the service creates."
+    )
+    plan_settle_timeout_ms: int = Field(default=600_000, gt=0)
+    max_snapshot_age_ms: int | None = Field(default=None, gt=0)
+    release_check_interval_ms: int = Field(default=1_000, gt=0)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
 

@@ -104,6 +104,8 @@ class PlanRecord(Message):
     event_id: Name
     portfolio_id: Name
     occurred_at: EpochMs
+    created_at: EpochMs = Field(description="When the intents were created.")
+    expires_at: EpochMs = Field(description="When the intents expire.")
     status: Literal["planned", "held"] = "planned"
     held_reason: str | None = None
     total_equity: NonNegative
@@ -111,5 +113,9 @@ class PlanRecord(Message):
     per_world: dict[Name, WorldPlan]
     global_deltas: list[KeyDelta]
     global_dropped: list[DroppedKey]
+    coalesced_event_ids: list[Name] = Field(
+        description="Every allocation change this plan carries out (several when changes "
+        "were held and coalesced)."
+    )
     intent_ids: list[Name]
     timing: PlanTiming | None = None

@@ -67,6 +67,8 @@ class PlanningContext:
     ``trigger`` is the canonical JSON of whatever caused the plan (an event, a request); it is
     hashed into ``plan_id`` together with the positions, so a re-planned event keeps its ids.
     ``current_weights`` are the service's current strategy weights per world, if it has them.
+    ``created_at`` stamps the intents (they expire ``intent_ttl_ms`` later); it defaults to
+    ``occurred_at``, the time of the triggering event. Ids never depend on either.
     """
 
     event_id: str
@@ -78,6 +80,8 @@ class PlanningContext:
     options: PlannerOptions = field(default_factory=PlannerOptions)
     current_weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     trigger: bytes = b""
+    created_at: int | None = None
+    coalesced_event_ids: tuple[str, ...] = ()
 
 
 class Rebalancer(Protocol):

@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .ids import intent_id
 from .netting import REASONS, TRADE, NettedKeys
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
     from .scaling import WorldScale
 
 Json = dict[str, Any]
+
+
+def _nullable(values: npt.NDArray[np.float64]) -> list[float | None]:
+    """The values as a list, NaN as None."""
+    return [None if x != x else x for x in values.tolist()]
 
 
 def _money(x: float) -> float:
@@ -65,6 +71,8 @@ class _Materialiser:
             else set()
         )
         self.intents: list[Json] = []
+        self.created_at = ctx.occurred_at if ctx.created_at is None else ctx.created_at
+        self.expires_at = self.created_at + ctx.options.intent_ttl_ms
 
     def run(self) -> tuple[Json, list[Json]]:
         ctx, plan = self.ctx, self.plan
@@ -108,6 +116,8 @@ class _Materialiser:
             "event_id": ctx.event_id,
             "portfolio_id": ctx.portfolio_id,
             "occurred_at": ctx.occurred_at,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
             "status": "planned",
             "held_reason": None,
             "total_equity": ctx.total_equity,
@@ -122,6 +132,7 @@ class _Materialiser:
             "per_world": per_world,
             "global_deltas": global_deltas,
             "global_dropped": global_dropped,
+            "coalesced_event_ids": list(ctx.coalesced_event_ids) or [ctx.event_id],
             "intent_ids": [i["intent_id"] for i in self.intents],
             "timing": None,
         }
@@ -172,8 +183,8 @@ class _Materialiser:
         target = view.target[part].tolist()
         delta = view.delta[part].tolist()
         unrounded = view.delta_unrounded[part].tolist()
-        marks = np.where(np.isnan(mark_arr), None, mark_arr).tolist()
-        dropped_notional = np.where(np.isnan(notional_unrounded), None, notional_unrounded).tolist()
+        marks = _nullable(mark_arr)
+        dropped_notional = _nullable(notional_unrounded)
         status = view.status[part].tolist()
         flip = view.flip[part].tolist()
         reduce_only = view.reduce_only[part].tolist()
@@ -227,7 +238,9 @@ class _Materialiser:
                 }
             )
             if emit:
-                self._emit(world_id, venue, symbol, marks[i], notional[i], legs, breakdown[i])
+                mark = marks[i]
+                assert mark is not None  # a traded key always has a mark
+                self._emit(world_id, venue, symbol, mark, notional[i], legs, breakdown[i])
         return deltas, dropped
 
     def _legs(
@@ -289,8 +302,7 @@ class _Materialiser:
         breakdown: list[Json],
     ) -> None:
         ctx = self.ctx
-        created = ctx.occurred_at
-        expires = created + ctx.options.intent_ttl_ms
+        created, expires = self.created_at, self.expires_at
         for leg in legs:
             if len(legs) > 1:
                 notional = _money(abs(leg["delta_qty"]) * mark)

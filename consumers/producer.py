@@ -1,0 +1,113 @@
+"""Publishing what the service produces: intents, plan records, changelog, dead letters.
+
+Every publish waits for the broker's acknowledgement before returning, so the order of work
+(write-ahead, intents, records, state, commit) holds on the broker, not only in memory.
+Idempotent and transactional producers are not used (the embedded broker supports neither);
+deterministic ids make re-publishing harmless instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from service.messages import DeadLetter
+from service.settings import Topics
+from service.state.allocations import Record
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+class OutputProducer:
+    """One producer for every output topic of the service."""
+
+    def __init__(
+        self, bootstrap_servers: str, topics: Topics, *, client_id: str, writer_id: str
+    ) -> None:
+        self.topics = topics
+        self.writer = writer_id.encode()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=0,
+            max_request_size=MAX_REQUEST_BYTES,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def _send_all(
+        self,
+        topic: str,
+        items: Iterable[tuple[bytes | None, bytes | None]],
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> int:
+        futures = [
+            await self._producer.send(topic, key=key, value=value, headers=headers)
+            for key, value in items
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+        return len(futures)
+
+    async def publish_intents(self, intents: list[dict[str, Any]]) -> int:
+        """Intents keyed ``"{venue}|{symbol}"``, so one instrument's intents stay in order."""
+        return await self._send_all(
+            self.topics.intents,
+            ((f"{i['venue'] or ''}|{i['symbol']}".encode(), orjson.dumps(i)) for i in intents),
+        )
+
+    async def publish_records(self, records: list[dict[str, Any]]) -> int:
+        """Plan (and held) records keyed by portfolio."""
+        return await self._send_all(
+            self.topics.plans,
+            ((r["portfolio_id"].encode(), orjson.dumps(r)) for r in records),
+        )
+
+    async def write_changelog(self, records: list[Record]) -> int:
+        """State records, tagged with this instance's id so it can skip its own on follow."""
+        return await self._send_all(self.topics.changelog, records, [("writer", self.writer)])
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        await self._send_all(
+            self.topics.dead_letters,
+            [
+                (
+                    f"{letter.topic}|{letter.partition}|{letter.offset}".encode(),
+                    letter.model_dump_json().encode(),
+                )
+            ],
+        )
+
+
+def dead_letter_for(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: BaseException,
+    message: str,
+    now_ms: int,
+) -> DeadLetter:
+    """A dead letter carrying the original bytes and why they were refused."""
+    return DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key_b64=None if key is None else base64.b64encode(key).decode(),
+        value_b64=None if value is None else base64.b64encode(value).decode(),
+        error_class=type(error).__name__,
+        error_message=message,
+        failed_at=now_ms,
+    )

@@ -1,0 +1,112 @@
+"""Reading every partition of a topic from the start: restore, then follow.
+
+Used for the global tables (snapshots, the changelog). "Caught up" means the position reached
+the high watermark that the last fetch reported; ``end_offsets`` is not used, because the
+embedded broker reports it wrongly after multi-record batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+Handler = Callable[[ConsumerRecord[bytes, bytes]], None]
+
+
+class TopicReader:
+    """Reads one topic, all partitions, without a consumer group, calling ``handle`` per
+    record in partition order."""
+
+    def __init__(
+        self, bootstrap_servers: str, topic: str, handle: Handler, *, client_id: str
+    ) -> None:
+        self.topic = topic
+        self.handle = handle
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+        )
+        self._partitions: list[TopicPartition] = []
+        self._rounds = 0
+        self._task: asyncio.Task[None] | None = None
+        self.records_read = 0
+
+    async def start(self, timeout: float = 30.0) -> None:
+        await self._consumer.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            await self._consumer.topics()  # refreshes metadata
+            parts = self._consumer.partitions_for_topic(self.topic)
+            if parts:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {self.topic!r} has no partitions")
+            await asyncio.sleep(0.05)
+        self._partitions = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
+
+    async def _poll(self, timeout_ms: int) -> None:
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=5_000)
+        for records in batch.values():
+            for record in records:
+                self.handle(record)
+            self.records_read += len(records)
+        self._rounds += 1
+
+    async def _behind(self) -> bool:
+        for tp in self._partitions:
+            high = self._consumer.highwater(tp)
+            if high is None or await self._consumer.position(tp) < high:
+                return True
+        return False
+
+    async def restore(self) -> None:
+        """Read until every partition is at the high watermark its last fetch reported."""
+        await self._poll(100)
+        while await self._behind():
+            await self._poll(100)
+
+    def follow(self) -> None:
+        """Keep reading in the background."""
+        self._task = asyncio.create_task(self._follow(), name=f"follow-{self.topic}")
+
+    async def _follow(self) -> None:
+        while True:
+            await self._poll(100)
+
+    async def caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until everything written before this call has been read."""
+        start = self._rounds
+        deadline = time.monotonic() + timeout
+        while self._rounds < start + 2 or await self._behind():
+            if self._task is None:
+                await self._poll(50)
+            else:
+                await asyncio.sleep(0.005)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not catch up with {self.topic!r} in {timeout}s")
+
+    async def lag(self) -> dict[int, int]:
+        """Records behind the last reported high watermark, per partition."""
+        out = {}
+        for tp in self._partitions:
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                out[tp.partition] = max(0, high - await self._consumer.position(tp))
+        return out
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()

@@ -1,0 +1,390 @@
+"""The stream service's composition root: settings in, a running service out (SPEC 4).
+
+Start-up: broker (embedded when none is configured), topics, the producer, the snapshot table
+and the allocation state restored from their topics, half-published plans finished, then the
+consumer group joins and ``/readyz`` turns ready. Per event, in this order: write-ahead of the
+plan to the changelog, intents, plan record, state to the changelog, offset commit. A crash
+anywhere re-delivers the event: a plan found in the write-ahead is republished as it was; an
+event found applied is skipped; otherwise it is planned again on unchanged state, same ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
+
+from consumers.embedded_broker import EmbeddedBroker
+from consumers.producer import OutputProducer, dead_letter_for
+from consumers.reader import TopicReader
+from consumers.topics import ensure_topics
+
+from .engine import EngineOptions, RebalanceEngine, Work
+from .errors import InputError, describe
+from .http import OpsServer
+from .messages import PositionSnapshot, allocation_event_adapter
+from .metrics import Metrics
+from .settings import Settings
+from .state.allocations import AllocationState, ChangelogError
+from .state.snapshots import ApplyResult, SnapshotTable
+
+log = logging.getLogger("rebalancer")
+
+FAULT_ENV = "REBALANCER_FAULT_KILL_AT"
+"""Test hook: SIGKILL this process at a named step of the order of work (see ``_fault``)."""
+FAULT_STEPS = ("after_pending", "after_intents", "after_records", "after_state", "before_commit")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, app: RebalancerApp) -> None:
+        self.app = app
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # wait for the event in hand: no work straddles an ownership change
+        async with self.app.lock:
+            self.app.needs_sync = True
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.app.needs_sync = True
+        self.app.wake.set()
+
+
+class RebalancerApp:
+    """One instance of the rebalancing service."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], int] = now_ms) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics()
+        self.snapshots = SnapshotTable()
+        self.state = AllocationState()
+        self.engine = RebalanceEngine(
+            self.state,
+            self.snapshots,
+            EngineOptions(
+                planner=settings.planner,
+                plan_settle_timeout_ms=settings.plan_settle_timeout_ms,
+                max_snapshot_age_ms=settings.max_snapshot_age_ms,
+            ),
+        )
+        self.writer_id = uuid.uuid4().hex
+        self.lock = asyncio.Lock()
+        self.wake = asyncio.Event()
+        self.needs_sync = True
+        self.ready = False
+        self._restored = False
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap_servers = settings.bootstrap_servers or ""
+        self.http = OpsServer(
+            self.metrics, lambda: self.ready, settings.http_host, settings.http_port
+        )
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending_dead_letters: list[tuple[ConsumerRecord[bytes, bytes], Exception, str]] = []
+        self._fault = os.environ.get(FAULT_ENV)
+        if self._fault is not None and self._fault not in FAULT_STEPS:
+            raise InputError(f"{FAULT_ENV}: expected one of {', '.join(FAULT_STEPS)}")
+
+    # -- start and stop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.settings.bootstrap_servers:
+            self.broker = EmbeddedBroker().start()
+            self.bootstrap_servers = self.broker.bootstrap_servers
+            log.warning(
+                "no bootstrap_servers configured: started the embedded broker at %s "
+                "(in memory only; for development, demos and tests)",
+                self.bootstrap_servers,
+            )
+        await self.http.start()
+        topics = self.settings.topics
+        created = await ensure_topics(self.settings, self.bootstrap_servers)
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        client = self.settings.client_id
+        self.producer = OutputProducer(
+            self.bootstrap_servers, topics, client_id=client, writer_id=self.writer_id
+        )
+        await self.producer.start()
+        self.snapshot_reader = TopicReader(
+            self.bootstrap_servers, topics.snapshots, self._on_snapshot, client_id=client
+        )
+        self.changelog_reader = TopicReader(
+            self.bootstrap_servers, topics.changelog, self._on_changelog, client_id=client
+        )
+        await self.snapshot_reader.start()
+        await self.changelog_reader.start()
+        await asyncio.gather(self.snapshot_reader.restore(), self.changelog_reader.restore())
+        self._restored = True
+        log.info(
+            "restored %d snapshots and %d world states",
+            len(self.snapshots),
+            len(self.state.worlds),
+        )
+        await self._flush_dead_letters()
+        self.snapshot_reader.follow()
+        self.changelog_reader.follow()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=client,
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+        )
+        self.consumer.subscribe([topics.allocations], listener=_Rebalance(self))
+        await self.consumer.start()
+        self.ready = True
+        self.metrics.ready.set(1)
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="consume"),
+            asyncio.create_task(self._release_loop(), name="release"),
+        ]
+        log.info("ready: consuming %s as group %s", topics.allocations, self.settings.group_id)
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT; then finish the event in hand, commit, leave, return."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self.start()
+        stopped = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([stopped, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in self._tasks:
+            if task.done() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        await self.stop()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        async with self.lock:  # the event in hand is finished and committed
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self.ready = False
+        for closer in (
+            getattr(self, "consumer", None),
+            getattr(self, "snapshot_reader", None),
+            getattr(self, "changelog_reader", None),
+            getattr(self, "producer", None),
+        ):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.stop()
+        await self.http.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def _on_snapshot(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        key = (record.key or b"").decode(errors="replace")
+        try:
+            if record.value is None:
+                world_id, sep, strategy_id = key.partition("|")
+                if not sep or not world_id or not strategy_id:
+                    raise InputError(f"tombstone key {key!r} is not 'world|strategy'")
+                self.snapshots.delete(world_id, strategy_id)
+                self.metrics.snapshots_deleted.inc()
+                return
+            snapshot = PositionSnapshot.model_validate_json(record.value)
+            if record.key is not None and key != snapshot.key:
+                raise InputError(f"key {key!r} does not match the snapshot's {snapshot.key!r}")
+        except ValidationError as exc:
+            self._pending_dead_letters.append((record, exc, describe(exc)))
+            return
+        except InputError as exc:
+            self._pending_dead_letters.append((record, exc, str(exc)))
+            return
+        if self.snapshots.apply(snapshot) is ApplyResult.STALE:
+            self.metrics.snapshots_stale.inc()
+            return
+        self.metrics.snapshots_applied.inc()
+        self.wake.set()
+
+    def _on_changelog(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        if self._restored and ("writer", self.producer.writer) in tuple(record.headers or ()):
+            return  # our own write, applied when we made it
+        try:
+            self.state.apply(record.key or b"", record.value)
+        except ChangelogError as exc:
+            log.error("skipping changelog record at offset %d: %s", record.offset, exc)
+
+    async def _flush_dead_letters(self) -> None:
+        letters, self._pending_dead_letters = self._pending_dead_letters, []
+        for record, exc, message in letters:
+            await self._dead_letter(record, exc, message)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], exc: Exception, message: str
+    ) -> None:
+        letter = dead_letter_for(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            exc,
+            message,
+            self.clock(),
+        )
+        await self.producer.dead_letter(letter)
+        self.metrics.events_dead_lettered.labels(record.topic).inc()
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, message
+        )
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def owned_portfolios(self) -> set[str]:
+        """Portfolios whose allocation partition this instance is assigned."""
+        topic = self.settings.topics.allocations
+        assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == topic}
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        if not assigned or not partitions:
+            return set()
+        n = len(partitions)
+        names = {p for p, _ in self.state.worlds} | set(self.state.portfolios)
+        names |= set(self.state.pending)
+        return {p for p in names if (murmur2(p.encode()) & 0x7FFFFFFF) % n in assigned}
+
+    async def _sync(self) -> None:
+        """After an assignment change: catch up with the changelog (the previous owner's
+        writes) and finish any plan it left half published."""
+        self.needs_sync = False
+        await self.changelog_reader.caught_up()
+        owned = self.owned_portfolios()
+        for portfolio_id, pending in sorted(self.state.pending.items()):
+            if portfolio_id in owned:
+                log.warning("finishing plan %s left half published", pending.record["plan_id"])
+                await self._carry_out(self.engine.resume(pending), resumed=True)
+                self.metrics.plans_resumed.inc()
+
+    async def _consume(self) -> None:
+        while not self._stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=200)
+            for tp, records in batch.items():
+                for record in records:
+                    if self._stopping.is_set():
+                        return
+                    async with self.lock:
+                        if self.needs_sync:
+                            await self._sync()
+                        await self._handle_event(record)
+                        try:
+                            self._maybe_fault("before_commit")
+                            await self.consumer.commit({tp: record.offset + 1})
+                        except CommitFailedError as exc:
+                            log.warning("commit failed (partition moved?): %s", exc)
+
+    async def _handle_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        started = time.perf_counter()
+        self.metrics.events_consumed.inc()
+        try:
+            if record.value is None:
+                raise InputError("allocation event is empty (null value)")
+            event = allocation_event_adapter.validate_json(record.value)
+            work = self.engine.on_event(event, self.clock())
+        except ValidationError as exc:
+            await self._dead_letter(record, exc, describe(exc))
+            return
+        except InputError as exc:
+            await self._dead_letter(record, exc, str(exc))
+            return
+        if work.duplicate:
+            self.metrics.events_duplicate.inc()
+            return
+        if work.before_mismatches:
+            self.metrics.before_mismatch.inc(work.before_mismatches)
+            log.warning(
+                "event %s: before allocation differs from the service's state; "
+                "planned from the state",
+                event.event_id,
+            )
+        await self._carry_out(work)
+        if work.held_worlds:
+            reason = "held"
+            for rec in work.records:
+                if rec.get("status") == "held":
+                    reason = str(rec.get("held_reason", "held")).split(":", 1)[0]
+            self.metrics.events_held.labels(reason).inc()
+        if work.plan is not None:
+            self.metrics.events_planned.inc()
+        self.metrics.plan_latency.observe(time.perf_counter() - started)
+
+    async def _carry_out(self, work: Work, *, resumed: bool = False) -> None:
+        """Do a work's steps in the safe order, each acknowledged before the next."""
+        if work.pending is not None:
+            await self.producer.write_changelog([work.pending])
+            self.state.apply(*work.pending)
+            self._maybe_fault("after_pending")
+        if work.intents:
+            self.metrics.intents_published.inc(await self.producer.publish_intents(work.intents))
+            self._maybe_fault("after_intents")
+        if work.records:
+            await self.producer.publish_records(work.records)
+            for rec in work.records:
+                self.metrics.plans_published.labels(rec.get("status", "planned")).inc()
+            self._maybe_fault("after_records")
+        await self.producer.write_changelog(work.state)
+        self.state.apply_all(work.state)
+        self._maybe_fault("after_state")
+
+    def _maybe_fault(self, step: str) -> None:
+        if self._fault == step:
+            log.error("fault injection: killing this process at %s", step)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def _release_loop(self) -> None:
+        interval = self.settings.release_check_interval_ms / 1000
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+            self.wake.clear()
+            async with self.lock:
+                if self._stopping.is_set():
+                    return
+                if self._pending_dead_letters:
+                    await self._flush_dead_letters()
+                if self.needs_sync and self.consumer.assignment():
+                    await self._sync()
+                for work in self.engine.releasable(self.clock(), self.owned_portfolios()):
+                    started = time.perf_counter()
+                    await self._carry_out(work)
+                    self.metrics.events_planned.inc(len(work.records[0]["coalesced_event_ids"]))
+                    self.metrics.plan_latency.observe(time.perf_counter() - started)
+                await self._update_gauges()
+
+    async def _update_gauges(self) -> None:
+        m = self.metrics
+        m.state_snapshots.set(len(self.snapshots))
+        m.state_positions.set(self.snapshots.position_count)
+        m.state_worlds.set(len(self.state.worlds))
+        m.worlds_in_flight.set(sum(1 for w in self.state.worlds.values() if w.in_flight))
+        m.worlds_held.set(sum(1 for w in self.state.worlds.values() if w.held))
+        with contextlib.suppress(KafkaError, AssertionError):
+            for tp in self.consumer.assignment():
+                high = self.consumer.highwater(tp)
+                if high is not None:
+                    lag = max(0, high - await self.consumer.position(tp))
+                    m.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+            for reader in (self.snapshot_reader, self.changelog_reader):
+                for partition, lag in (await reader.lag()).items():
+                    m.consumer_lag.labels(reader.topic, str(partition)).set(lag)

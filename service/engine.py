@@ -1,0 +1,540 @@
+"""The service's decisions for each allocation change, pure and synchronous.
+
+Given an event, the snapshot table and the allocation state, the engine says what to do:
+dead-letter it, skip it (already applied), hold it (a plan in flight for its world, or stale
+snapshots), or plan it. It also finds held work that may go now. It performs no I/O: the edges
+(``consumers``) carry out a ``Work`` in the order that keeps every plan safe across crashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import InputError
+from .messages import StrategyWeightsUpdated, WorldAllocationsChanged
+from .messages._types import SUM_TOLERANCE
+from .messages.allocation import AllocationEvent
+from .planner import (
+    MultiWorldProportionalRebalancer,
+    Plan,
+    PlannerOptions,
+    PlanningContext,
+    PlanningError,
+    Rebalancer,
+    WorldChange,
+)
+from .state.allocations import (
+    AllocationState,
+    HeldChange,
+    HeldReason,
+    InFlight,
+    PendingPlan,
+    PortfolioState,
+    Record,
+    WorldState,
+    encode,
+    pending_key,
+    portfolio_key,
+    world_key,
+)
+from .state.snapshots import SnapshotTable
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The service settings the engine needs."""
+
+    planner: PlannerOptions = field(default_factory=PlannerOptions)
+    plan_settle_timeout_ms: int = 600_000
+    max_snapshot_age_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Requested:
+    """One world's part of an allocation change."""
+
+    world_id: str
+    alloc_after: float | None
+    alloc_before: float | None = None
+    strategy_after: Mapping[str, float] | None = None
+    strategy_before: Mapping[str, float] | None = None
+
+
+@dataclass
+class Work:
+    """What the edges must do, in this order: write ``pending`` to the changelog, publish
+    ``intents``, publish ``records`` (plan and held records), write ``state`` to the changelog
+    (which clears ``pending``), then commit the event's offset."""
+
+    plan: Plan | None = None
+    intents: list[Json] = field(default_factory=list)
+    records: list[Json] = field(default_factory=list)
+    pending: Record | None = None
+    state: list[Record] = field(default_factory=list)
+    held_worlds: list[str] = field(default_factory=list)
+    planned_worlds: list[str] = field(default_factory=list)
+    before_mismatches: int = 0
+    duplicate: bool = False
+
+
+def _sha(data: Any) -> str:
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+class RebalanceEngine:
+    """Decides, per allocation change, between dead letter, hold and plan."""
+
+    def __init__(
+        self,
+        state: AllocationState,
+        snapshots: SnapshotTable,
+        options: EngineOptions | None = None,
+        planner: Rebalancer | None = None,
+    ) -> None:
+        self.state = state
+        self.snapshots = snapshots
+        self.options = options or EngineOptions()
+        self.planner = planner or MultiWorldProportionalRebalancer()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def on_event(self, event: AllocationEvent, now_ms: int) -> Work:
+        """Decide what to do with one allocation change. Raises ``InputError`` when the event
+        is invalid against the current state (the caller dead-letters it)."""
+        portfolio_id = event.portfolio_id
+        if self.state.was_applied(portfolio_id, event.event_id):
+            return Work(duplicate=True)
+        requested, equity = self._requested(event)
+        work = Work()
+        to_plan: list[Requested] = []
+        worlds: dict[str, WorldState] = {}
+        for req in requested:
+            ws = self.state.world(portfolio_id, req.world_id)
+            known = ws.alloc
+            before = req.alloc_before
+            if known is not None and before is not None and abs(known - before) > SUM_TOLERANCE:
+                work.before_mismatches += 1
+            if known is None and req.alloc_after is not None and req.alloc_before is None:
+                raise InputError(
+                    f"world_alloc_before.{req.world_id}: missing, and the service has no "
+                    f"allocation for world {req.world_id!r} yet; the move cannot be scaled"
+                )
+            reason = self._hold_reason(ws, now_ms)
+            if reason is None:
+                to_plan.append(req)
+                continue
+            worlds[req.world_id] = ws.model_copy(
+                update={"held": self._coalesce(ws.held, req, event, equity, reason, now_ms)}
+            )
+            work.held_worlds.append(req.world_id)
+        portfolio = self.state.portfolio(portfolio_id)
+        if equity is not None:
+            portfolio = portfolio.model_copy(update={"total_equity": equity})
+        portfolio = AllocationState.with_applied(portfolio, [event.event_id])
+        if work.held_worlds:
+            work.records.append(self._held_record(event, work.held_worlds, worlds, now_ms))
+        if to_plan:
+            self._plan(
+                work,
+                portfolio_id,
+                to_plan,
+                total_equity=equity if equity is not None else portfolio.total_equity or 0.0,
+                event_ids=[event.event_id],
+                occurred_at=event.occurred_at,
+                now_ms=now_ms,
+                worlds=worlds,
+                event=event,
+                portfolio=portfolio,
+            )
+        else:
+            work.state = [(world_key(portfolio_id, w), encode(s)) for w, s in worlds.items()]
+            work.state.append((portfolio_key(portfolio_id), encode(portfolio)))
+        return work
+
+    def _requested(self, event: AllocationEvent) -> tuple[list[Requested], float | None]:
+        if isinstance(event, WorldAllocationsChanged):
+            self._check_world_sums(event)
+            before = event.world_alloc_before or {}
+            s_after = event.strategy_alloc_after_total or {}
+            s_before = event.strategy_alloc_before_total or {}
+            return [
+                Requested(w, a, before.get(w), s_after.get(w), s_before.get(w))
+                for w, a in sorted(event.world_alloc_after.items())
+            ], event.total_equity
+        assert isinstance(event, StrategyWeightsUpdated)
+        ws = self.state.world(event.portfolio_id, event.world_id)
+        limit = ws.held.alloc_after if ws.held and ws.held.alloc_after is not None else ws.alloc
+        total = sum(event.strategy_alloc_after_total.values())
+        if limit is not None and total > limit + SUM_TOLERANCE:
+            raise InputError(
+                f"strategy_alloc_after_total: strategy weights add up to {total:.12g}, above "
+                f"world {event.world_id!r}'s allocation {limit:.12g}"
+            )
+        req = Requested(
+            event.world_id,
+            None,
+            None,
+            event.strategy_alloc_after_total,
+            event.strategy_alloc_before_total,
+        )
+        return [req], None
+
+    def _check_world_sums(self, event: WorldAllocationsChanged) -> None:
+        others = 0.0
+        for ws in self.state.portfolio_worlds(event.portfolio_id):
+            if ws.world_id in event.world_alloc_after:
+                continue
+            pending = ws.held.alloc_after if ws.held and ws.held.alloc_after is not None else None
+            others += pending if pending is not None else (ws.alloc or 0.0)
+        total = others + sum(event.world_alloc_after.values())
+        if total > 1 + SUM_TOLERANCE:
+            raise InputError(
+                f"world_alloc_after: with the portfolio's other worlds, allocations would add "
+                f"up to {total:.12g}, above 1"
+            )
+
+    # -- holding ------------------------------------------------------------------------------
+
+    def reached(self, in_flight: InFlight | None, portfolio_id: str, world_id: str) -> bool:
+        """Whether every affected strategy's snapshot reports the plan as converged."""
+        if in_flight is None:
+            return True
+        for strategy_id in in_flight.strategies:
+            snap = self.snapshots.get(world_id, strategy_id)
+            if snap is None or snap.converged_plan_id != in_flight.plan_id:
+                return False
+        return True
+
+    def _hold_reason(self, ws: WorldState, now_ms: int) -> HeldReason | None:
+        if ws.held is not None:
+            return ws.held.reason
+        if self._waiting(ws, now_ms):
+            return "plan_in_flight"
+        if self._stale(ws.world_id, now_ms):
+            return "stale_snapshots"
+        return None
+
+    def _waiting(self, ws: WorldState, now_ms: int) -> bool:
+        """Whether the world's plan in flight is neither reached nor past the settle timeout."""
+        flight = ws.in_flight
+        if flight is None or self.reached(flight, ws.portfolio_id, ws.world_id):
+            return False
+        return now_ms - flight.planned_at < self.options.plan_settle_timeout_ms
+
+    def _stale(self, world_id: str, now_ms: int) -> bool:
+        max_age = self.options.max_snapshot_age_ms
+        if max_age is None:
+            return False
+        oldest = self.snapshots.oldest_as_of(world_id)
+        return oldest is not None and now_ms - oldest > max_age
+
+    @staticmethod
+    def _coalesce(
+        held: HeldChange | None,
+        req: Requested,
+        event: AllocationEvent,
+        equity: float | None,
+        reason: HeldReason,
+        now_ms: int,
+    ) -> HeldChange:
+        if held is None:
+            return HeldChange(
+                event_ids=[event.event_id],
+                reason=reason,
+                since=now_ms,
+                alloc_after=req.alloc_after,
+                strategy_after=dict(req.strategy_after) if req.strategy_after else None,
+                alloc_before=req.alloc_before,
+                strategy_before=dict(req.strategy_before) if req.strategy_before else None,
+                total_equity=equity,
+                occurred_at=event.occurred_at,
+            )
+        merged = dict(held.strategy_after or {})
+        merged.update(req.strategy_after or {})
+        return held.model_copy(
+            update={
+                "event_ids": [*held.event_ids, event.event_id],
+                "alloc_after": req.alloc_after if req.alloc_after is not None else held.alloc_after,
+                "strategy_after": merged or None,
+                "total_equity": equity if equity is not None else held.total_equity,
+                "occurred_at": event.occurred_at,
+            }
+        )
+
+    def releasable(self, now_ms: int, portfolios: Iterable[str] | None = None) -> list[Work]:
+        """Plan the held work that may go now (plan reached or timed out, snapshots fresh),
+        one plan per portfolio. ``portfolios`` limits this to the ones this instance owns."""
+        owned = None if portfolios is None else set(portfolios)
+        ready: dict[str, list[WorldState]] = {}
+        for (portfolio_id, _), ws in sorted(self.state.worlds.items()):
+            if ws.held is None or (owned is not None and portfolio_id not in owned):
+                continue
+            if portfolio_id in self.state.pending:
+                continue
+            flight = ws.in_flight
+            waiting = flight is not None and not self.reached(flight, portfolio_id, ws.world_id)
+            if (
+                waiting
+                and flight
+                and now_ms - flight.planned_at < self.options.plan_settle_timeout_ms
+            ):
+                continue
+            if self._stale(ws.world_id, now_ms):
+                continue
+            ready.setdefault(portfolio_id, []).append(ws)
+        out = []
+        for portfolio_id, states in ready.items():
+            work = Work()
+            event_ids = [e for ws in states for e in (ws.held.event_ids if ws.held else [])]
+            held = [ws.held for ws in states if ws.held]
+            portfolio = self.state.portfolio(portfolio_id)
+            equity = next(
+                (h.total_equity for h in reversed(held) if h.total_equity is not None),
+                portfolio.total_equity or 0.0,
+            )
+            requested = [
+                Requested(
+                    ws.world_id,
+                    ws.held.alloc_after,
+                    ws.held.alloc_before,
+                    ws.held.strategy_after,
+                    ws.held.strategy_before,
+                )
+                for ws in states
+                if ws.held
+            ]
+            self._plan(
+                work,
+                portfolio_id,
+                requested,
+                total_equity=equity,
+                event_ids=list(dict.fromkeys(event_ids)),
+                occurred_at=max(h.occurred_at for h in held),
+                now_ms=now_ms,
+                worlds={},
+                event=None,
+                portfolio=portfolio,
+            )
+            out.append(work)
+        return out
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def _plan(
+        self,
+        work: Work,
+        portfolio_id: str,
+        requested: list[Requested],
+        *,
+        total_equity: float,
+        event_ids: list[str],
+        occurred_at: int,
+        now_ms: int,
+        worlds: dict[str, WorldState],
+        event: AllocationEvent | None,
+        portfolio: PortfolioState,
+    ) -> None:
+        changes = []
+        for req in requested:
+            ws = self.state.world(portfolio_id, req.world_id)
+            before = ws.alloc if ws.alloc is not None else req.alloc_before
+            after = req.alloc_after if req.alloc_after is not None else before
+            strategy_before = ws.strategy_alloc or (
+                dict(req.strategy_before) if req.strategy_before is not None else None
+            )
+            changes.append(
+                WorldChange(
+                    world_id=req.world_id,
+                    alloc_before=before,
+                    alloc_after=after,
+                    strategy_before=strategy_before,
+                    strategy_after=req.strategy_after,
+                )
+            )
+        options = self.options.planner
+        if isinstance(event, WorldAllocationsChanged):
+            overrides: Json = {}
+            if event.min_trade_notional is not None:
+                overrides["min_trade_notional"] = event.min_trade_notional
+            if event.lot_size_by_symbol is not None:
+                overrides["lot_size_by_symbol"] = {
+                    **options.lot_size_by_symbol,
+                    **event.lot_size_by_symbol,
+                }
+            if overrides:
+                options = PlannerOptions.model_validate({**options.model_dump(), **overrides})
+        planned = [c.world_id for c in changes]
+        shared = options.execution_mode == "shared_account"
+        positions = self.snapshots.positions(None if shared else planned)
+        trigger = {
+            "event": None if event is None else event.model_dump(mode="json"),
+            "event_ids": event_ids,
+            "changes": [vars(c) for c in changes],
+        }
+        context = PlanningContext(
+            event_id=event_ids[-1],
+            portfolio_id=portfolio_id,
+            occurred_at=occurred_at,
+            total_equity=total_equity,
+            changes=tuple(changes),
+            positions=positions,
+            options=options,
+            trigger=orjson.dumps(trigger, option=orjson.OPT_SORT_KEYS),
+            created_at=now_ms,
+            coalesced_event_ids=tuple(event_ids),
+        )
+        try:
+            plan = self.planner.plan(context)
+        except PlanningError as exc:
+            raise InputError(str(exc)) from None
+        record = plan.record()
+        intents = plan.intents()
+        new_worlds = dict(worlds)
+        for scale in plan.worlds:
+            ws = self.state.world(portfolio_id, scale.world_id)
+            world_plan = record["per_world"][scale.world_id]
+            affected = sorted(
+                {
+                    b["strategy_id"]
+                    for d in world_plan["deltas"]
+                    for b in d["strategy_breakdown"]
+                    if b["delta_qty"] != 0
+                }
+            )
+            has_intents = any(d["legs"] for d in world_plan["deltas"]) or (
+                shared and bool(record["global_deltas"])
+            )
+            new_worlds[scale.world_id] = ws.model_copy(
+                update={
+                    "alloc": scale.alloc_after,
+                    "strategy_alloc": {
+                        s: w
+                        for s, w in scale.strategy_after.items()
+                        if w > 0 or s in ws.strategy_alloc
+                    },
+                    "in_flight": InFlight(
+                        plan_id=plan.plan_id,
+                        event_ids=event_ids,
+                        strategies=affected,
+                        planned_at=now_ms,
+                    )
+                    if has_intents
+                    else None,
+                    "held": None,
+                }
+            )
+        state = [(world_key(portfolio_id, w), encode(s)) for w, s in new_worlds.items()]
+        state.append((portfolio_key(portfolio_id), encode(portfolio)))
+        pending = PendingPlan(
+            portfolio_id=portfolio_id,
+            record=record,
+            worlds=list(new_worlds.values()),
+            portfolio=portfolio,
+        )
+        work.plan = plan
+        work.intents = intents
+        work.records.append(record)
+        work.pending = (pending_key(portfolio_id), encode(pending))
+        work.state = [*state, (pending_key(portfolio_id), None)]
+        work.planned_worlds = planned
+
+    def _held_record(
+        self, event: AllocationEvent, held: list[str], worlds: dict[str, WorldState], now_ms: int
+    ) -> Json:
+        """A plan record saying which worlds of ``event`` wait, why, and with what."""
+        options = self.options.planner
+        changes = {w: worlds[w].held for w in held}
+        reasons = sorted({h.reason for h in changes.values() if h is not None})
+        coalesced = [e for h in changes.values() if h is not None for e in h.event_ids]
+        return {
+            "schema_version": 1,
+            "plan_id": "held-" + _sha(["held", event.portfolio_id, event.event_id, held]),
+            "event_id": event.event_id,
+            "portfolio_id": event.portfolio_id,
+            "occurred_at": event.occurred_at,
+            "created_at": now_ms,
+            "expires_at": now_ms,
+            "status": "held",
+            "held_reason": f"{', '.join(reasons)}: worlds {', '.join(held)}",
+            "total_equity": getattr(event, "total_equity", None) or 0.0,
+            "options": {
+                "planner": getattr(self.planner, "name", "planner"),
+                "scale_rule": options.scale_rule,
+                "flip_policy": options.flip_policy,
+                "execution_mode": options.execution_mode,
+                "min_trade_notional": options.min_trade_notional,
+                "qty_decimals": options.qty_decimals,
+            },
+            "per_world": {},
+            "global_deltas": [],
+            "global_dropped": [],
+            "coalesced_event_ids": list(dict.fromkeys(coalesced)),
+            "intent_ids": [],
+            "timing": None,
+        }
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    @staticmethod
+    def resume(pending: PendingPlan) -> Work:
+        """Finish a plan that was being published when the service stopped: the same record,
+        the same intents (rebuilt from the record, byte for byte), the same state."""
+        record = pending.record
+        intents = intents_from_record(record)
+        portfolio_id = pending.portfolio_id
+        state: list[Record] = [
+            (world_key(portfolio_id, ws.world_id), encode(ws)) for ws in pending.worlds
+        ]
+        state.append((portfolio_key(portfolio_id), encode(pending.portfolio)))
+        state.append((pending_key(portfolio_id), None))
+        return Work(intents=intents, records=[record], state=state)
+
+
+def intents_from_record(record: Json) -> list[Json]:
+    """The delta intents a plan record describes, exactly as the planner emitted them."""
+    out: list[Json] = []
+    shared = record["options"]["execution_mode"] == "shared_account"
+    views: list[tuple[str | None, list[Json]]] = (
+        [(None, record["global_deltas"])]
+        if shared
+        else [(w, p["deltas"]) for w, p in record["per_world"].items()]
+    )
+    for world_id, deltas in views:
+        for d in deltas:
+            for leg in d["legs"]:
+                notional = (
+                    d["notional"]
+                    if len(d["legs"]) == 1
+                    else round(abs(leg["delta_qty"]) * d["mark"], 8) + 0.0
+                )
+                out.append(
+                    {
+                        "schema_version": 1,
+                        "intent_id": leg["intent_id"],
+                        "plan_id": record["plan_id"],
+                        "event_id": record["event_id"],
+                        "portfolio_id": record["portfolio_id"],
+                        "world_id": world_id,
+                        "venue": d["venue"],
+                        "symbol": d["symbol"],
+                        "current_qty": leg["current_qty"],
+                        "target_qty": leg["target_qty"],
+                        "delta_qty": leg["delta_qty"],
+                        "mark": d["mark"],
+                        "notional": notional,
+                        "reduce_only": leg["reduce_only"],
+                        "leg": leg["leg"],
+                        "depends_on": leg["depends_on"],
+                        "strategy_breakdown": d["strategy_breakdown"],
+                        "created_at": record["created_at"],
+                        "expires_at": record["expires_at"],
+                    }
+                )
+    return out

@@ -1,0 +1,86 @@
+"""Prometheus metrics of one service instance (SPEC 4), on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric the service exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.events_consumed = Counter(
+            "rebalancer_events_consumed", "Allocation events read.", registry=r
+        )
+        self.events_planned = Counter(
+            "rebalancer_events_planned", "Allocation events carried out as a plan.", registry=r
+        )
+        self.events_held = Counter(
+            "rebalancer_events_held",
+            "Allocation events held (plan in flight, stale).",
+            ["reason"],
+            registry=r,
+        )
+        self.events_dead_lettered = Counter(
+            "rebalancer_events_dead_lettered",
+            "Input records sent to the dead-letter topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.events_duplicate = Counter(
+            "rebalancer_events_duplicate", "Re-delivered events already applied.", registry=r
+        )
+        self.before_mismatch = Counter(
+            "rebalancer_allocation_before_mismatch",
+            "Events whose before allocation disagreed with the service's state.",
+            registry=r,
+        )
+        self.snapshots_applied = Counter(
+            "rebalancer_snapshots_applied", "Snapshots applied to the table.", registry=r
+        )
+        self.snapshots_stale = Counter(
+            "rebalancer_snapshots_stale",
+            "Snapshots ignored as older than the one held.",
+            registry=r,
+        )
+        self.snapshots_deleted = Counter(
+            "rebalancer_snapshots_deleted", "Tombstones applied.", registry=r
+        )
+        self.intents_published = Counter(
+            "rebalancer_intents_published", "Delta intents published.", registry=r
+        )
+        self.plans_published = Counter(
+            "rebalancer_plans_published", "Plan records published.", ["status"], registry=r
+        )
+        self.plans_resumed = Counter(
+            "rebalancer_plans_resumed",
+            "Half-published plans finished after a restart.",
+            registry=r,
+        )
+        self.plan_latency = Histogram(
+            "rebalancer_plan_latency_seconds",
+            "From reading an event (or releasing held work) to its state written.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "rebalancer_consumer_lag",
+            "Records behind the high watermark.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.state_snapshots = Gauge(
+            "rebalancer_state_snapshots", "Snapshots in the table.", registry=r
+        )
+        self.state_positions = Gauge(
+            "rebalancer_state_positions", "Position rows in the table.", registry=r
+        )
+        self.state_worlds = Gauge("rebalancer_state_worlds", "Worlds in the state.", registry=r)
+        self.worlds_in_flight = Gauge(
+            "rebalancer_worlds_in_flight", "Worlds with a plan not yet reached.", registry=r
+        )
+        self.worlds_held = Gauge(
+            "rebalancer_worlds_held", "Worlds with held allocation changes.", registry=r
+        )
+        self.ready = Gauge("rebalancer_ready", "1 once state is restored.", registry=r)

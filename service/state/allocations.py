@@ -1,0 +1,165 @@
+"""The service's own state: current allocations, plans in flight, held work, applied events.
+
+It lives in memory and in a compacted changelog topic the service owns. Keys:
+
+- ``world|{portfolio}|{world}``: a ``WorldState`` (allocation, plan in flight, held change).
+- ``portfolio|{portfolio}``: a ``PortfolioState`` (equity, the ids of recently applied events).
+- ``pending|{portfolio}``: a ``PendingPlan``, written *before* a plan's intents are published
+  and removed (tombstone) once its world states are written. Finding one on restart means the
+  plan may be half published: it is republished as it was, never re-planned on positions that
+  may have moved since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field, ValidationError
+
+from ..errors import describe
+from ..messages._types import EpochMs, Message, Name, NonNegative, Ratio
+
+APPLIED_EVENTS_KEPT = 2_000
+"""How many recent event ids a portfolio remembers, to recognise re-delivered events."""
+
+HeldReason = Literal["plan_in_flight", "stale_snapshots"]
+
+
+class InFlight(Message):
+    """A published plan not yet reached by the positions."""
+
+    plan_id: Name
+    event_ids: list[Name]
+    strategies: list[Name] = Field(description="Strategies whose snapshots must report it.")
+    planned_at: EpochMs
+
+
+class HeldChange(Message):
+    """Allocation changes waiting for a world's plan in flight or for fresh snapshots.
+
+    Later changes coalesce into it: the newest world allocation wins, strategy weights merge.
+    """
+
+    event_ids: list[Name]
+    reason: HeldReason
+    since: EpochMs
+    alloc_after: Ratio | None = None
+    strategy_after: dict[Name, Ratio] | None = None
+    alloc_before: Ratio | None = Field(
+        default=None, description="The first held event's before, for a world not yet known."
+    )
+    strategy_before: dict[Name, Ratio] | None = None
+    total_equity: NonNegative | None = None
+    occurred_at: EpochMs
+
+
+class WorldState(Message):
+    """What the service knows of one world."""
+
+    portfolio_id: Name
+    world_id: Name
+    alloc: Ratio | None = None
+    strategy_alloc: dict[Name, Ratio] = Field(default_factory=dict)
+    in_flight: InFlight | None = None
+    held: HeldChange | None = None
+
+
+class PortfolioState(Message):
+    """Portfolio-wide state: equity and the recently applied events."""
+
+    portfolio_id: Name
+    total_equity: NonNegative | None = None
+    applied_event_ids: list[Name] = Field(default_factory=list)
+
+
+class PendingPlan(Message):
+    """A plan being published: its record, and the state to write once it is out."""
+
+    portfolio_id: Name
+    record: dict[str, Any]
+    worlds: list[WorldState]
+    portfolio: PortfolioState
+
+
+def world_key(portfolio_id: str, world_id: str) -> bytes:
+    return f"world|{portfolio_id}|{world_id}".encode()
+
+
+def portfolio_key(portfolio_id: str) -> bytes:
+    return f"portfolio|{portfolio_id}".encode()
+
+
+def pending_key(portfolio_id: str) -> bytes:
+    return f"pending|{portfolio_id}".encode()
+
+
+Record = tuple[bytes, bytes | None]
+"""A changelog record: key and value (None is a tombstone)."""
+
+
+def encode(state: Message) -> bytes:
+    return orjson.dumps(state.model_dump(mode="json"))
+
+
+class ChangelogError(ValueError):
+    """A changelog record that cannot be read (it is skipped and counted, never fatal)."""
+
+
+class AllocationState:
+    """All portfolios' state, rebuilt by replaying the changelog."""
+
+    def __init__(self) -> None:
+        self.worlds: dict[tuple[str, str], WorldState] = {}
+        self.portfolios: dict[str, PortfolioState] = {}
+        self.pending: dict[str, PendingPlan] = {}
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        """Apply one changelog record (last write per key wins)."""
+        kind, _, rest = key.decode(errors="replace").partition("|")
+        try:
+            if kind == "world":
+                portfolio_id, _, world_id = rest.partition("|")
+                if value is None:
+                    self.worlds.pop((portfolio_id, world_id), None)
+                else:
+                    self.worlds[(portfolio_id, world_id)] = WorldState.model_validate_json(value)
+            elif kind == "portfolio":
+                if value is None:
+                    self.portfolios.pop(rest, None)
+                else:
+                    self.portfolios[rest] = PortfolioState.model_validate_json(value)
+            elif kind == "pending":
+                if value is None:
+                    self.pending.pop(rest, None)
+                else:
+                    self.pending[rest] = PendingPlan.model_validate_json(value)
+            else:
+                raise ChangelogError(f"unknown changelog key {key!r}")
+        except ValidationError as exc:
+            raise ChangelogError(f"changelog record {key!r}: {describe(exc)}") from None
+
+    def apply_all(self, records: Iterable[Record]) -> None:
+        for key, value in records:
+            self.apply(key, value)
+
+    def world(self, portfolio_id: str, world_id: str) -> WorldState:
+        return self.worlds.get(
+            (portfolio_id, world_id), WorldState(portfolio_id=portfolio_id, world_id=world_id)
+        )
+
+    def portfolio(self, portfolio_id: str) -> PortfolioState:
+        return self.portfolios.get(portfolio_id, PortfolioState(portfolio_id=portfolio_id))
+
+    def portfolio_worlds(self, portfolio_id: str) -> list[WorldState]:
+        return [s for (p, _), s in sorted(self.worlds.items()) if p == portfolio_id]
+
+    def was_applied(self, portfolio_id: str, event_id: str) -> bool:
+        return event_id in self.portfolio(portfolio_id).applied_event_ids
+
+    @staticmethod
+    def with_applied(portfolio: PortfolioState, event_ids: Iterable[str]) -> PortfolioState:
+        """The portfolio state with ``event_ids`` remembered as applied."""
+        kept = [*portfolio.applied_event_ids, *event_ids][-APPLIED_EVENTS_KEPT:]
+        return portfolio.model_copy(update={"applied_event_ids": kept})
