@@ -1,0 +1,287 @@
+"""Every validation rule of SPEC 2, through the models, with messages that name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from service.errors import describe
+from service.messages import (
+    DeadLetter,
+    DeltaIntent,
+    PlanRecord,
+    PositionSnapshot,
+    allocation_event_adapter,
+)
+from service.planner import WorldChange
+from tests.helpers import plan_rows
+
+
+def world_event(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type": "world_allocations_changed",
+        "event_id": "e1",
+        "occurred_at": 1,
+        "total_equity": 1000.0,
+        "world_alloc_after": {"a": 0.2},
+    }
+    return {**base, **fields}
+
+
+def weights_event(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type": "strategy_weights_updated",
+        "event_id": "e2",
+        "occurred_at": 1,
+        "world_id": "a",
+        "strategy_alloc_after_total": {"s": 0.1},
+    }
+    return {**base, **fields}
+
+
+def snapshot(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "world_id": "a",
+        "strategy_id": "s",
+        "as_of": 1,
+        "positions": [{"symbol": "X", "venue": "v", "qty": 1.0, "mark": 10.0}],
+    }
+    return {**base, **fields}
+
+
+def event_error(data: Any) -> str:
+    raw = data if isinstance(data, bytes) else orjson.dumps(data)
+    with pytest.raises(ValidationError) as info:
+        allocation_event_adapter.validate_json(raw)
+    return describe(info.value)
+
+
+def snapshot_error(data: dict[str, Any]) -> str:
+    with pytest.raises(ValidationError) as info:
+        PositionSnapshot.model_validate_json(orjson.dumps(data))
+    return describe(info.value)
+
+
+def test_valid_events_parse() -> None:
+    event = allocation_event_adapter.validate_json(orjson.dumps(world_event()))
+    assert event.type == "world_allocations_changed"
+    assert event.portfolio_id == "default"
+    weights = allocation_event_adapter.validate_json(orjson.dumps(weights_event()))
+    assert weights.type == "strategy_weights_updated"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"world_alloc_after": {"a": 1.5}},
+            "world_alloc_after.a: Input should be less than or equal to 1",
+        ),
+        (
+            {"world_alloc_after": {"a": -0.1}},
+            "world_alloc_after.a: Input should be greater than or equal to 0",
+        ),
+        (
+            {"world_alloc_before": {"a": 2}},
+            "world_alloc_before.a: Input should be less than or equal to 1",
+        ),
+        (
+            {"world_alloc_after": {"a": 0.7, "b": 0.4}},
+            "world_alloc_after: world allocations add up to 1.1, above 1",
+        ),
+        ({"world_alloc_after": {}}, "world_alloc_after: Dictionary should have at least 1 item"),
+        (
+            {"strategy_alloc_after_total": {"a": {"s1": 0.15, "s2": 0.1}}},
+            "strategy_alloc_after_total.a: strategy weights of world 'a' add up to 0.25, above 0.2",
+        ),
+        (
+            {"world_alloc_before": {"a": 0.3}, "strategy_alloc_before_total": {"a": {"s": 0.4}}},
+            "strategy_alloc_before_total.a: strategy weights of world 'a' add up to 0.4, above 0.3",
+        ),
+        (
+            {"strategy_alloc_after_total": {"z": {"s": 0.1}}},
+            "strategy_alloc_after_total.z: world 'z' is not in world_alloc_after",
+        ),
+        ({"total_equity": -1}, "total_equity: Input should be greater than or equal to 0"),
+        ({"total_equity": "1000"}, "total_equity: Input should be a valid number"),
+        (
+            {"min_trade_notional": -5},
+            "min_trade_notional: Input should be greater than or equal to 0",
+        ),
+        ({"lot_size_by_symbol": {"X": 0}}, "lot_size_by_symbol.X: Input should be greater than 0"),
+        ({"event_id": ""}, "event_id: String should have at least 1 character"),
+        ({"event_id": "a|b"}, "event_id: String should match pattern"),
+        ({"occurred_at": -1}, "occurred_at: Input should be greater than or equal to 0"),
+        ({"schema_version": 2}, "schema_version: Input should be 1"),
+        ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
+    ],
+)
+def test_world_event_rules(fields: dict[str, Any], expected: str) -> None:
+    assert expected in event_error(world_event(**fields))
+
+
+def test_missing_field_is_named() -> None:
+    data = world_event()
+    del data["total_equity"]
+    assert "total_equity: Field required" in event_error(data)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b'{"type":"world_allocations_changed","event_id":"e","occurred_at":1,"total_equity":NaN,'
+            b'"world_alloc_after":{"a":0.1}}',
+            "total_equity: Input should be a finite number",
+        ),
+        (
+            b'{"type":"world_allocations_changed","event_id":"e","occurred_at":1,"total_equity":1e999,'
+            b'"world_alloc_after":{"a":0.1}}',
+            "total_equity: Input should be a finite number",
+        ),
+        (
+            b'{"type": "manual_override", "event_id": "e"}',
+            "does not match any of the expected tags",
+        ),
+        (b'{"event_id": "e"}', "Unable to extract tag using discriminator 'type'"),
+        (b"[1, 2]", "input: Input should be an object"),
+        (b"not json", "Invalid JSON"),
+    ],
+)
+def test_bad_event_bytes(raw: bytes, expected: str) -> None:
+    assert expected in event_error(raw)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"strategy_alloc_after_total": {"s": 1.2}},
+            "strategy_alloc_after_total.s: Input should be less than or equal to 1",
+        ),
+        (
+            {"strategy_alloc_after_total": {"s": 0.6, "t": 0.6}},
+            "strategy_alloc_after_total: strategy weights add up to 1.2, above 1",
+        ),
+        (
+            {"strategy_alloc_after_total": {}},
+            "strategy_alloc_after_total: Dictionary should have at least 1 item",
+        ),
+        ({"world_id": None}, "world_id: Input should be a valid string"),
+    ],
+)
+def test_weights_event_rules(fields: dict[str, Any], expected: str) -> None:
+    assert expected in event_error(weights_event(**fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"positions": [{"symbol": "X", "qty": 1, "mark": 0}]},
+            "positions.0.mark: Input should be greater than 0",
+        ),
+        (
+            {"positions": [{"symbol": "X", "qty": 1, "mark": -3}]},
+            "positions.0.mark: Input should be greater than 0",
+        ),
+        ({"positions": [{"symbol": "X"}]}, "positions.0.qty: Field required"),
+        ({"positions": {"X": 5}}, "positions.X: expected an object with qty"),
+        ({"as_of": "yesterday"}, "as_of: Input should be a valid integer"),
+        ({"seq": -1}, "seq: Input should be greater than or equal to 0"),
+        ({"world_id": "a|b"}, "world_id: String should match pattern"),
+    ],
+)
+def test_snapshot_rules(fields: dict[str, Any], expected: str) -> None:
+    assert expected in snapshot_error(snapshot(**fields))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b'{"world_id":"a","strategy_id":"s","as_of":1,"positions":[{"symbol":"X","qty":1e999}]}',
+            "positions.0.qty: Input should be a finite number",
+        ),
+        (
+            b'{"world_id":"a","strategy_id":"s","as_of":1,"positions":[{"symbol":"X","qty":NaN}]}',
+            "positions.0.qty: Input should be a finite number",
+        ),
+        (
+            b'{"world_id":"a","strategy_id":"s","as_of":1,"cash":-Infinity}',
+            "cash: Input should be a finite number",
+        ),
+        (
+            b'{"world_id":"a","strategy_id":"s","as_of":1,"positions":[{"symbol":"X","qty":1,"mark":NaN}]}',
+            "positions.0.mark: Input should be a finite number",
+        ),
+    ],
+)
+def test_snapshot_non_finite_numbers(raw: bytes, expected: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        PositionSnapshot.model_validate_json(raw)
+    assert expected in describe(info.value)
+
+
+def test_snapshot_map_form_is_accepted_without_venue() -> None:
+    snap = PositionSnapshot.model_validate_json(
+        orjson.dumps(
+            snapshot(positions={"BTC": {"qty": 0.5, "avg_cost": 58000.0, "mark": 60000.0}})
+        )
+    )
+    (position,) = snap.positions
+    assert (position.symbol, position.venue, position.qty, position.mark) == (
+        "BTC",
+        None,
+        0.5,
+        60000.0,
+    )
+    assert snap.key == "a|s"
+
+
+def test_snapshot_version_orders_by_as_of_then_seq() -> None:
+    older = PositionSnapshot.model_validate(snapshot(as_of=5, seq=9))
+    newer = PositionSnapshot.model_validate(snapshot(as_of=5, seq=10))
+    newest = PositionSnapshot.model_validate(snapshot(as_of=6))
+    assert older.version < newer.version < newest.version
+
+
+def test_planner_output_conforms_to_the_message_models() -> None:
+    plan = plan_rows(
+        [
+            ("a", "s1", "v", "X", 3.0, 10.0, 0),
+            ("a", "s2", "v", "X", -1.0, 10.0, 0),
+            ("a", "s2", None, "Y", 1.0, None, 0),
+            ("b", "t", "v", "X", 1.0, 10.0, 0),
+        ],
+        [
+            WorldChange("a", 0.4, 0.4, {"s1": 0.3, "s2": 0.1}, {"s1": 0.0, "s2": 0.3}),
+            WorldChange("b", 0.1, 0.2),
+        ],
+    )
+    record = PlanRecord.model_validate_json(orjson.dumps(plan.record()))
+    assert record.intent_ids == [i["intent_id"] for i in plan.intents()]
+    assert record.model_dump(mode="json") == plan.record()
+    intents = [DeltaIntent.model_validate_json(orjson.dumps(i)) for i in plan.intents()]
+    assert [i.leg for i in intents] == ["close", "open", "adjust"]
+    assert all(
+        i.model_dump(mode="json") == raw for i, raw in zip(intents, plan.intents(), strict=True)
+    )
+    assert intents[0].key == "v|X"
+
+
+def test_dead_letter_round_trips() -> None:
+    letter = DeadLetter(
+        topic="allocations.events",
+        partition=0,
+        offset=7,
+        key_b64=None,
+        value_b64="e30=",
+        error_class="ValidationError",
+        error_message="bad",
+        failed_at=1,
+    )
+    assert DeadLetter.model_validate_json(letter.model_dump_json()) == letter
