@@ -8,16 +8,16 @@ execute that net in shared-account mode.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import cast
 
 import numpy as np
 import orjson
 
 from .base import PlannerOptions, PlanningContext, PlanningError
 from .ids import PlanHasher
-from .netting import LotLookup, NettedKeys, net
+from .netting import LotLookup, NettedKeys, exact_sums, net
 from .plan import Plan
 from .positions import FloatArray, IntArray, PositionTable
 from .scaling import WorldScale, resolve
@@ -96,9 +96,10 @@ class LotSizes:
 
 
 def strategy_notional(table: PositionTable) -> FloatArray:
-    """Net notional (qty x mark) per strategy code; rows without a mark count as 0."""
+    """Net notional (qty x mark) per strategy code; rows without a mark count as 0. Summed
+    independently of row order, like every other sum that feeds the plan id."""
     value = np.where(np.isnan(table.mark), 0.0, table.qty * table.mark)
-    return cast(FloatArray, np.bincount(table.strategy, value, len(table.strategies)))
+    return exact_sums(table.strategy, value, len(table.strategies))
 
 
 class ProportionalRebalancer:
@@ -194,7 +195,7 @@ class ProportionalRebalancer:
             if context.total_equity > 0:
                 base = context.total_equity
             else:
-                base = sum(values.values())
+                base = math.fsum(values.values())
                 if base <= 0:
                     return dict.fromkeys(values, 0.0)
             return {s: max(v, 0.0) / base for s, v in values.items()}
