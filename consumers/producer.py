@@ -21,13 +21,21 @@ from service.settings import Topics
 from service.state.allocations import Record
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
+MAX_BATCH_BYTES = 1024 * 1024
+"""Large batches: a plan's intents go out in a few requests instead of dozens."""
 
 
 class OutputProducer:
     """One producer for every output topic of the service."""
 
     def __init__(
-        self, bootstrap_servers: str, topics: Topics, *, client_id: str, writer_id: str
+        self,
+        bootstrap_servers: str,
+        topics: Topics,
+        *,
+        client_id: str,
+        writer_id: str,
+        compression: str = "zstd",
     ) -> None:
         self.topics = topics
         self.writer = writer_id.encode()
@@ -37,6 +45,8 @@ class OutputProducer:
             acks="all",
             enable_idempotence=False,
             linger_ms=0,
+            compression_type=None if compression == "none" else compression,
+            max_batch_size=MAX_BATCH_BYTES,
             max_request_size=MAX_REQUEST_BYTES,
         )
 

@@ -118,7 +118,11 @@ class RebalancerApp:
             log.info("created topics %s", ", ".join(created))
         client = self.settings.client_id
         self.producer = OutputProducer(
-            self.bootstrap_servers, topics, client_id=client, writer_id=self.writer_id
+            self.bootstrap_servers,
+            topics,
+            client_id=client,
+            writer_id=self.writer_id,
+            compression=self.settings.compression,
         )
         await self.producer.start()
         self.snapshot_reader = TopicReader(
@@ -138,7 +142,8 @@ class RebalancerApp:
         )
         await self._flush_dead_letters()
         self.snapshot_reader.follow()
-        self.changelog_reader.follow()
+        # The changelog is not followed: each instance writes only the state of portfolios it
+        # owns, so others' writes matter only when ownership moves, and _sync catches up then.
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
             client_id=client,

@@ -432,16 +432,19 @@ class RebalanceEngine:
             )
         state = [(world_key(portfolio_id, w), encode(s)) for w, s in new_worlds.items()]
         state.append((portfolio_key(portfolio_id), encode(portfolio)))
-        pending = PendingPlan(
-            portfolio_id=portfolio_id,
-            record=record,
-            worlds=list(new_worlds.values()),
-            portfolio=portfolio,
+        # the write-ahead, serialised directly: the record is large and already plain data
+        pending = orjson.dumps(
+            {
+                "portfolio_id": portfolio_id,
+                "record": record,
+                "worlds": [w.model_dump(mode="json") for w in new_worlds.values()],
+                "portfolio": portfolio.model_dump(mode="json"),
+            }
         )
         work.plan = plan
         work.intents = intents
         work.records.append(record)
-        work.pending = (pending_key(portfolio_id), encode(pending))
+        work.pending = (pending_key(portfolio_id), pending)
         work.state = [*state, (pending_key(portfolio_id), None)]
         work.planned_worlds = planned
 

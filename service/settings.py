@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     )
     topic_replication: int = Field(
         default=1, ge=1, description="Replication factor of topics the service creates."
+    )
+    compression: Literal["none", "zstd", "lz4", "gzip"] = Field(
+        default="zstd", description="Compression of everything the service publishes."
     )
     plan_settle_timeout_ms: int = Field(default=600_000, gt=0)
     max_snapshot_age_ms: int | None = Field(default=None, gt=0)

@@ -201,11 +201,83 @@ class PositionTable:
             held = latest.get((s.world_id, s.strategy_id))
             if held is None or s.version > held.version:
                 latest[(s.world_id, s.strategy_id)] = s
-        ranks = {v: i for i, v in enumerate(sorted({s.version for s in latest.values()}))}
-        return cls.from_rows(
-            (s.world_id, s.strategy_id, p.venue, p.symbol, p.qty, p.mark, ranks[s.version])
-            for s in latest.values()
-            for p in s.positions
+        return cls.from_pieces((s, SnapshotColumns.of(s)) for s in latest.values())
+
+    @classmethod
+    def from_pieces(
+        cls, pieces: Iterable[tuple[PositionSnapshot, SnapshotColumns]]
+    ) -> PositionTable:
+        """Concatenate snapshots already in columns (one per (world, strategy))."""
+        items = list(pieces)
+        ranks = {v: i for i, v in enumerate(sorted({s.version for s, _ in items}))}
+        venues: dict[str | None, int] = {}
+        symbols: dict[str, int] = {}
+        strategies: list[tuple[str, str]] = []
+        v_parts, y_parts, s_parts, q_parts, m_parts, r_parts = [], [], [], [], [], []
+        for snapshot, cols in items:
+            n = cols.qty.shape[0]
+            if n == 0:
+                continue
+            v_map = np.fromiter(
+                (venues.setdefault(v, len(venues)) for v in cols.venues), np.int64, len(cols.venues)
+            )
+            y_map = np.fromiter(
+                (symbols.setdefault(y, len(symbols)) for y in cols.symbols),
+                np.int64,
+                len(cols.symbols),
+            )
+            v_parts.append(v_map[cols.venue])
+            y_parts.append(y_map[cols.symbol])
+            s_parts.append(np.full(n, len(strategies), np.int64))
+            strategies.append((snapshot.world_id, snapshot.strategy_id))
+            q_parts.append(cols.qty)
+            m_parts.append(cols.mark)
+            r_parts.append(np.full(n, ranks[snapshot.version], np.int64))
+        if not strategies:
+            return cls.empty()
+        return cls.from_columns(
+            strategies=strategies,
+            venues=list(venues),
+            symbols=list(symbols),
+            strategy=np.concatenate(s_parts),
+            venue=np.concatenate(v_parts),
+            symbol=np.concatenate(y_parts),
+            qty=np.concatenate(q_parts),
+            mark=np.concatenate(m_parts),
+            recency=np.concatenate(r_parts),
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotColumns:
+    """One snapshot's positions as columns over its own small vocabularies; computed once per
+    snapshot and reused by every plan that includes it."""
+
+    venues: tuple[str | None, ...]
+    symbols: tuple[str, ...]
+    venue: IntArray
+    symbol: IntArray
+    qty: FloatArray
+    mark: FloatArray
+
+    @classmethod
+    def of(cls, snapshot: PositionSnapshot) -> SnapshotColumns:
+        venues: dict[str | None, int] = {}
+        symbols: dict[str, int] = {}
+        positions = snapshot.positions
+        n = len(positions)
+        nan = float("nan")
+        return cls(
+            venue=np.fromiter(
+                (venues.setdefault(p.venue, len(venues)) for p in positions), np.int64, n
+            ),
+            symbol=np.fromiter(
+                (symbols.setdefault(p.symbol, len(symbols)) for p in positions), np.int64, n
+            ),
+            qty=np.fromiter((p.qty for p in positions), np.float64, n),
+            mark=np.fromiter((nan if p.mark is None else p.mark for p in positions), np.float64, n),
+            venues=tuple(venues),
+            symbols=tuple(symbols),
         )
 
 

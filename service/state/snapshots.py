@@ -7,6 +7,7 @@ from enum import Enum
 
 from ..messages import PositionSnapshot
 from ..planner import PositionTable
+from ..planner.positions import SnapshotColumns
 
 
 class ApplyResult(Enum):
@@ -24,6 +25,7 @@ class SnapshotTable:
     def __init__(self) -> None:
         self._latest: dict[tuple[str, str], PositionSnapshot] = {}
         self._by_world: dict[str, dict[str, PositionSnapshot]] = {}
+        self._columns: dict[tuple[str, str], SnapshotColumns] = {}
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -38,11 +40,13 @@ class SnapshotTable:
         if held is not None and snapshot.version < held.version:
             return ApplyResult.STALE
         self._latest[key] = snapshot
+        self._columns.pop(key, None)
         self._by_world.setdefault(snapshot.world_id, {})[snapshot.strategy_id] = snapshot
         return ApplyResult.APPLIED
 
     def delete(self, world_id: str, strategy_id: str) -> ApplyResult:
         self._latest.pop((world_id, strategy_id), None)
+        self._columns.pop((world_id, strategy_id), None)
         world = self._by_world.get(world_id)
         if world is not None:
             world.pop(strategy_id, None)
@@ -67,8 +71,18 @@ class SnapshotTable:
         return [s for w in names for s in self._by_world.get(w, {}).values()]
 
     def positions(self, worlds: Iterable[str] | None = None) -> PositionTable:
-        """The positions of ``worlds`` (all when None) as the planner's columnar table."""
-        return PositionTable.from_snapshots(self.snapshots(worlds))
+        """The positions of ``worlds`` (all when None) as the planner's columnar table.
+
+        Each snapshot is turned into columns once, when first planned on, and reused.
+        """
+        pieces = []
+        for s in self.snapshots(worlds):
+            key = (s.world_id, s.strategy_id)
+            cols = self._columns.get(key)
+            if cols is None:
+                cols = self._columns[key] = SnapshotColumns.of(s)
+            pieces.append((s, cols))
+        return PositionTable.from_pieces(pieces)
 
     def oldest_as_of(self, world_id: str) -> int | None:
         """The ``as_of`` of the world's least recent snapshot (None if it has none)."""
