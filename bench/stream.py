@@ -123,7 +123,7 @@ async def bench_ingest(servers: str, n: int) -> None:
         raw_rates.append(count / (time.perf_counter() - start))
         table = SnapshotTable()
 
-        def handle(record: object) -> None:
+        def handle(record: object, table: SnapshotTable = table) -> None:
             table.apply(PositionSnapshot.model_validate_json(record.value))  # type: ignore[attr-defined]
 
         reader = TopicReader(servers, topic, handle, client_id="bench")

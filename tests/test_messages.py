@@ -189,7 +189,7 @@ def test_weights_event_rules(fields: dict[str, Any], expected: str) -> None:
             "positions.0.mark: Input should be greater than 0",
         ),
         ({"positions": [{"symbol": "X"}]}, "positions.0.qty: Field required"),
-        ({"positions": {"X": 5}}, "positions.X: expected an object with qty"),
+        ({"positions": {"X": 5}}, "positions: 'X' must be an object with qty"),
         ({"as_of": "yesterday"}, "as_of: Input should be a valid integer"),
         ({"seq": -1}, "seq: Input should be greater than or equal to 0"),
         ({"world_id": "a|b"}, "world_id: String should match pattern"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidatorFunctionWrapHandler, field_validator
 
 from ._types import EpochMs, Finite, Message, Name, Price, Quantity, SchemaVersion
 
@@ -38,19 +38,18 @@ class PositionSnapshot(Message):
         default=None, description="Set by execution nodes: the last plan fully reached."
     )
 
-    @model_validator(mode="before")
+    @field_validator("positions", mode="wrap")
     @classmethod
-    def _accept_map_form(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("positions"), dict):
+    def _accept_map_form(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # QMTL's {symbol: {qty, avg_cost, mark}}; the list form never pays for this check
+        if isinstance(value, dict):
             rows = []
-            for symbol, body in data["positions"].items():
+            for symbol, body in value.items():
                 if not isinstance(body, dict):
-                    raise ValueError(
-                        f"positions.{symbol}: expected an object with qty, got {body!r}"
-                    )
+                    raise ValueError(f"{symbol!r} must be an object with qty, got {body!r}")
                 rows.append({"symbol": symbol, **body})
-            data = {**data, "positions": rows}
-        return data
+            value = rows
+        return handler(value)
 
     @property
     def key(self) -> str:

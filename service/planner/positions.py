@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,22 @@ import orjson
 from ..messages import PositionSnapshot
 
 T = TypeVar("T")
+
+PositionRow = tuple[str | None, str, float, float | None]
+"""One position: venue, symbol, quantity, mark (None when unknown)."""
+
+
+class SnapshotIdentity(Protocol):
+    """What a table needs to know of a snapshot besides its rows."""
+
+    @property
+    def world_id(self) -> str: ...
+    @property
+    def strategy_id(self) -> str: ...
+    @property
+    def version(self) -> tuple[int, int]: ...
+
+
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
@@ -201,11 +217,14 @@ class PositionTable:
             held = latest.get((s.world_id, s.strategy_id))
             if held is None or s.version > held.version:
                 latest[(s.world_id, s.strategy_id)] = s
-        return cls.from_pieces((s, SnapshotColumns.of(s)) for s in latest.values())
+        return cls.from_pieces(
+            (s, SnapshotColumns.of([(p.venue, p.symbol, p.qty, p.mark) for p in s.positions]))
+            for s in latest.values()
+        )
 
     @classmethod
     def from_pieces(
-        cls, pieces: Iterable[tuple[PositionSnapshot, SnapshotColumns]]
+        cls, pieces: Iterable[tuple[SnapshotIdentity, SnapshotColumns]]
     ) -> PositionTable:
         """Concatenate snapshots already in columns (one per (world, strategy))."""
         items = list(pieces)
@@ -261,21 +280,17 @@ class SnapshotColumns:
     mark: FloatArray
 
     @classmethod
-    def of(cls, snapshot: PositionSnapshot) -> SnapshotColumns:
+    def of(cls, rows: Sequence[PositionRow]) -> SnapshotColumns:
+        """From ``(venue, symbol, qty, mark)`` rows."""
         venues: dict[str | None, int] = {}
         symbols: dict[str, int] = {}
-        positions = snapshot.positions
-        n = len(positions)
+        n = len(rows)
         nan = float("nan")
         return cls(
-            venue=np.fromiter(
-                (venues.setdefault(p.venue, len(venues)) for p in positions), np.int64, n
-            ),
-            symbol=np.fromiter(
-                (symbols.setdefault(p.symbol, len(symbols)) for p in positions), np.int64, n
-            ),
-            qty=np.fromiter((p.qty for p in positions), np.float64, n),
-            mark=np.fromiter((nan if p.mark is None else p.mark for p in positions), np.float64, n),
+            venue=np.fromiter((venues.setdefault(r[0], len(venues)) for r in rows), np.int64, n),
+            symbol=np.fromiter((symbols.setdefault(r[1], len(symbols)) for r in rows), np.int64, n),
+            qty=np.fromiter((r[2] for r in rows), np.float64, n),
+            mark=np.fromiter((nan if r[3] is None else r[3] for r in rows), np.float64, n),
             venues=tuple(venues),
             symbols=tuple(symbols),
         )

@@ -244,7 +244,7 @@ class ProportionalRebalancer:
         if global_view is not None and not planned_all:
             columns += [global_view.codes, global_view.current, global_view.mark]
         for column in columns:
-            h.update(np.ascontiguousarray(column).data)
+            h.update_bulk(np.ascontiguousarray(column).data)
         return h.hexdigest()
 
 
