@@ -18,6 +18,7 @@ from .errors import InputError
 from .planner import MultiWorldProportionalRebalancer, PlannerOptions, PlanningError
 from .report import render
 from .request import parse_request
+from .runtime import tune_allocator
 from .settings import load_settings
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_allocator()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args, sys.stdout.buffer)

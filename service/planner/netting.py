@@ -180,18 +180,30 @@ def net(
 
     numerator, scale = lots(codes)
     has_lot = np.isfinite(numerator)
-    to_round = np.where(flip, target_raw, delta_raw)
-    rounded = np.where(has_lot, round_to_lots(to_round, numerator, scale), q(to_round)) + 0.0
+    to_round = np.where(flip, target_raw, delta_raw) if flip.any() else delta_raw
+    if has_lot.all():
+        rounded = round_to_lots(to_round, numerator, scale) + 0.0
+    elif not has_lot.any():
+        rounded = q(to_round)
+    else:
+        rounded = q(to_round)
+        rounded[has_lot] = round_to_lots(to_round[has_lot], numerator[has_lot], scale[has_lot])
+        rounded += 0.0
 
-    target = np.where(flip, rounded, q(current + rounded))
-    delta = np.where(flip, q(rounded - current), rounded)
+    target = q(current + rounded)
+    delta = rounded
+    if flip.any():  # the opening side is what was rounded: target first, then the delta
+        target[flip] = rounded[flip]
+        delta = rounded.copy()
+        delta[flip] = q(rounded[flip] - current[flip])
     # A flip whose opening side rounds away, or is too small to trade, is a plain close.
     with np.errstate(invalid="ignore"):
         open_too_small = flip & (np.abs(rounded) * key_mark < min_trade_notional)
     close = flat | (flip & ((rounded == 0) | open_too_small))
     flip &= ~close
-    target = np.where(close, 0.0, target)
-    delta = np.where(close, q(-current), delta)
+    if close.any():
+        target = np.where(close, 0.0, target)
+        delta = np.where(close, -current + 0.0, delta)  # current is already quantised
 
     adjusting = live & ~close & ~flip
     status[adjusting & (delta == 0)] = ROUNDED_TO_ZERO
