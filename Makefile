@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rebalancer plan examples/two_worlds.json --format text
+	$(BIN)/rebalancer demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -109,6 +109,12 @@ def _cmd_run(args: argparse.Namespace, out: IO[bytes]) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace, out: IO[bytes]) -> int:
+    from .demo import main as demo
+
+    return demo(sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rebalancer", description="Centralized rebalancing: plan allocation changes."
@@ -153,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="a TOML file overriding config/default.toml")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(run=_cmd_run)
+
+    demo = sub.add_parser(
+        "demo", help="run the service on the embedded broker through a two-world scenario"
+    )
+    demo.set_defaults(run=_cmd_demo)
 
     schemas = sub.add_parser("schemas", help="write (or --check) the JSON Schemas of messages")
     schemas.add_argument("--out", help="directory (default: schemas/ of this checkout)")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from service.app import RebalancerApp
+from service.demo import run_demo
 from service.settings import Settings
 from tests.kafka_support import Feed, Tail, fresh_settings
 
@@ -419,3 +421,12 @@ async def test_metrics_and_health_over_http(rig: Rig) -> None:
     assert metrics["rebalancer_ready"] == 1
     assert "rebalancer_consumer_lag" in body
     assert (await http_get(port, "/nope"))[0] == 404
+
+
+async def test_demo_runs_the_scenario_end_to_end() -> None:
+    out = io.StringIO()
+    assert await run_demo(out) == 5
+    text = out.getvalue()
+    assert "alpha  binance:BTCUSDT  adjust      0.9 -> 0.6      delta -0.3 reduce-only" in text
+    assert "[carry +0.1, trend -0.4]" in text
+    assert "beta   binance:BTCUSDT  adjust      0.5 -> 0.375    delta -0.125" in text
