@@ -46,6 +46,11 @@ FAULT_ENV = "REBALANCER_FAULT_KILL_AT"
 FAULT_STEPS = ("after_pending", "after_intents", "after_records", "after_state", "before_commit")
 
 
+ALLOCATION_FETCH_WAIT_MS = 5
+"""Short fetch waits on the allocation topic: an event is picked up within milliseconds even
+where the broker does not answer a waiting fetch as soon as data arrives."""
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -150,7 +155,7 @@ class RebalancerApp:
             group_id=self.settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=ALLOCATION_FETCH_WAIT_MS,
         )
         self.consumer.subscribe([topics.allocations], listener=_Rebalance(self))
         await self.consumer.start()
@@ -276,11 +281,17 @@ class RebalancerApp:
         self.needs_sync = False
         await self.changelog_reader.caught_up()
         owned = self.owned_portfolios()
-        for portfolio_id, pending in sorted(self.state.pending.items()):
-            if portfolio_id in owned:
-                log.warning("finishing plan %s left half published", pending.record["plan_id"])
-                await self._carry_out(self.engine.resume(pending), resumed=True)
-                self.metrics.plans_resumed.inc()
+        for portfolio_id in sorted(self.state.pending):
+            if portfolio_id not in owned:
+                continue
+            try:
+                pending = self.state.pending_plan(portfolio_id)
+            except ChangelogError as exc:
+                log.error("cannot finish a half-published plan: %s", exc)
+                continue
+            log.warning("finishing plan %s left half published", pending.record["plan_id"])
+            await self._carry_out(self.engine.resume(pending), resumed=True)
+            self.metrics.plans_resumed.inc()
 
     async def _consume(self) -> None:
         while not self._stopping.is_set():

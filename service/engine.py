@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from .errors import InputError
@@ -28,6 +29,7 @@ from .planner import (
     Rebalancer,
     WorldChange,
 )
+from .planner.netting import TRADE
 from .state.allocations import (
     AllocationState,
     HeldChange,
@@ -397,17 +399,11 @@ class RebalanceEngine:
         record = plan.record()
         intents = plan.intents()
         new_worlds = dict(worlds)
+        affected_by_world = affected_strategies(plan)
         for scale in plan.worlds:
             ws = self.state.world(portfolio_id, scale.world_id)
             world_plan = record["per_world"][scale.world_id]
-            affected = sorted(
-                {
-                    b["strategy_id"]
-                    for d in world_plan["deltas"]
-                    for b in d["strategy_breakdown"]
-                    if b["delta_qty"] != 0
-                }
-            )
+            affected = affected_by_world.get(scale.world_id, [])
             has_intents = any(d["legs"] for d in world_plan["deltas"]) or (
                 shared and bool(record["global_deltas"])
             )
@@ -498,6 +494,19 @@ class RebalanceEngine:
         state.append((portfolio_key(portfolio_id), encode(pending.portfolio)))
         state.append((pending_key(portfolio_id), None))
         return Work(intents=intents, records=[record], state=state)
+
+
+def affected_strategies(plan: Plan) -> dict[str, list[str]]:
+    """Per world, the strategies that a traded key of the plan moves (sorted)."""
+    view = plan.per_world
+    traded = view.status == TRADE
+    moving = (view.pair_delta != 0) & traded[view.pair_key]
+    out: dict[str, set[str]] = {}
+    strategies = plan.context.positions.strategies
+    for code in np.unique(view.pair_strategy[moving]).tolist():
+        world_id, strategy_id = strategies[code]
+        out.setdefault(world_id, set()).add(strategy_id)
+    return {w: sorted(s) for w, s in out.items()}
 
 
 def intents_from_record(record: Json) -> list[Json]:

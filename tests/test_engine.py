@@ -192,7 +192,7 @@ def test_resume_republishes_the_pending_plan_byte_for_byte(h: Harness) -> None:
     work = h.engine.on_event(event(world_alloc_before={"a": 0.3}), 1_000)
     assert work.pending is not None
     h.state.apply(*work.pending)  # the write-ahead landed, then the process died
-    pending = h.state.pending["default"]
+    pending = h.state.pending_plan("default")
     assert isinstance(pending, PendingPlan)
     resumed = RebalanceEngine.resume(pending)
     assert orjson.dumps(resumed.intents) == orjson.dumps(work.intents)

@@ -264,11 +264,12 @@ def test_planner_output_conforms_to_the_message_models() -> None:
     )
     record = PlanRecord.model_validate_json(orjson.dumps(plan.record()))
     assert record.intent_ids == [i["intent_id"] for i in plan.intents()]
-    assert record.model_dump(mode="json") == plan.record()
+    assert record.model_dump(mode="json", exclude_unset=True) == plan.record()
     intents = [DeltaIntent.model_validate_json(orjson.dumps(i)) for i in plan.intents()]
     assert [i.leg for i in intents] == ["close", "open", "adjust"]
     assert all(
-        i.model_dump(mode="json") == raw for i, raw in zip(intents, plan.intents(), strict=True)
+        i.model_dump(mode="json", exclude_unset=True) == raw
+        for i, raw in zip(intents, plan.intents(), strict=True)
     )
     assert intents[0].key == "v|X"
 

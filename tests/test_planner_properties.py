@@ -449,7 +449,7 @@ def test_strategy_breakdown_sums_to_the_unrounded_delta(scenario: Scenario) -> N
         assert close(total, d["delta_qty_unrounded"]), (key, parts, d["delta_qty_unrounded"])
         assert close(total, refs[key].delta), (key, total, refs[key].delta)
         expected = refs[key].breakdown(g)
-        got = {(p["world_id"] or key[0], p["strategy_id"]): p["delta_qty"] for p in parts}
+        got = {(p.get("world_id") or key[0], p["strategy_id"]): p["delta_qty"] for p in parts}
         assert set(got) == set(expected), key
         for pair, value in expected.items():
             assert close(got[pair], value), (key, pair, got[pair], value)

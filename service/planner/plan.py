@@ -154,16 +154,20 @@ class _Materialiser:
         deltas = view.pair_delta.tolist()
         out: list[list[Json]] = []
         for a, b in zip(start[:-1].tolist(), start[1:].tolist(), strict=True):
-            items = []
-            for j in range(a, b):
-                world_id, strategy_id = strategies[codes[j]]
-                items.append(
+            if with_world:
+                items = [
                     {
-                        "world_id": world_id if with_world else None,
-                        "strategy_id": strategy_id,
+                        "world_id": strategies[codes[j]][0],
+                        "strategy_id": strategies[codes[j]][1],
                         "delta_qty": deltas[j],
                     }
-                )
+                    for j in range(a, b)
+                ]
+            else:  # keys of one world: the world is the key's, not repeated per strategy
+                items = [
+                    {"strategy_id": strategies[codes[j]][1], "delta_qty": deltas[j]}
+                    for j in range(a, b)
+                ]
             out.append(items)
         return out
 

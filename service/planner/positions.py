@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
@@ -227,24 +228,23 @@ class PositionTable:
         cls, pieces: Iterable[tuple[SnapshotIdentity, SnapshotColumns]]
     ) -> PositionTable:
         """Concatenate snapshots already in columns (one per (world, strategy))."""
-        items = list(pieces)
+        items = [(s, c) for s, c in pieces if c.qty.shape[0]]
         ranks = {v: i for i, v in enumerate(sorted({s.version for s, _ in items}))}
-        venues: dict[str | None, int] = {}
-        symbols: dict[str, int] = {}
+        # the union of the pieces' small vocabularies, built at C speed
+        venues = {
+            v: i
+            for i, v in enumerate(dict.fromkeys(chain.from_iterable(c.venues for _, c in items)))
+        }
+        symbols = {
+            y: i
+            for i, y in enumerate(dict.fromkeys(chain.from_iterable(c.symbols for _, c in items)))
+        }
         strategies: list[tuple[str, str]] = []
         v_parts, y_parts, s_parts, q_parts, m_parts, r_parts = [], [], [], [], [], []
         for snapshot, cols in items:
             n = cols.qty.shape[0]
-            if n == 0:
-                continue
-            v_map = np.fromiter(
-                (venues.setdefault(v, len(venues)) for v in cols.venues), np.int64, len(cols.venues)
-            )
-            y_map = np.fromiter(
-                (symbols.setdefault(y, len(symbols)) for y in cols.symbols),
-                np.int64,
-                len(cols.symbols),
-            )
+            v_map = np.fromiter(map(venues.__getitem__, cols.venues), np.int64, len(cols.venues))
+            y_map = np.fromiter(map(symbols.__getitem__, cols.symbols), np.int64, len(cols.symbols))
             v_parts.append(v_map[cols.venue])
             y_parts.append(y_map[cols.symbol])
             s_parts.append(np.full(n, len(strategies), np.int64))

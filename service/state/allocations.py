@@ -113,7 +113,8 @@ class AllocationState:
     def __init__(self) -> None:
         self.worlds: dict[tuple[str, str], WorldState] = {}
         self.portfolios: dict[str, PortfolioState] = {}
-        self.pending: dict[str, PendingPlan] = {}
+        self.pending: dict[str, bytes] = {}
+        """Write-ahead plans by portfolio, as written: parsed only if a restart needs one."""
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """Apply one changelog record (last write per key wins)."""
@@ -134,11 +135,18 @@ class AllocationState:
                 if value is None:
                     self.pending.pop(rest, None)
                 else:
-                    self.pending[rest] = PendingPlan.model_validate_json(value)
+                    self.pending[rest] = value
             else:
                 raise ChangelogError(f"unknown changelog key {key!r}")
         except ValidationError as exc:
             raise ChangelogError(f"changelog record {key!r}: {describe(exc)}") from None
+
+    def pending_plan(self, portfolio_id: str) -> PendingPlan:
+        """The portfolio's write-ahead plan, parsed (``ChangelogError`` if unreadable)."""
+        try:
+            return PendingPlan.model_validate_json(self.pending[portfolio_id])
+        except ValidationError as exc:
+            raise ChangelogError(f"pending plan of {portfolio_id!r}: {describe(exc)}") from None
 
     def apply_all(self, records: Iterable[Record]) -> None:
         for key, value in records:
