@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ from service.app import RebalancerApp
 from service.demo import run_demo
 from service.settings import Settings
 from tests.kafka_support import Feed, Tail, fresh_settings
+from tests.process_support import http_get
 
 
 def snapshot(
@@ -309,16 +309,6 @@ async def test_duplicate_event_is_not_planned_twice(rig: Rig) -> None:
     await rig.plans.quiet(1.0)
     assert len(rig.plans.records) == 1
     assert rig.app.metrics.events_duplicate._value.get() == 1
-
-
-async def http_get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    raw = await reader.read()
-    writer.close()
-    head, _, body = raw.decode().partition("\r\n\r\n")
-    return int(head.split(" ", 2)[1]), body
 
 
 async def test_change_while_a_plan_is_in_flight_is_held_then_released_by_convergence(
