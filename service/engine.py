@@ -30,6 +30,7 @@ from .planner import (
     WorldChange,
 )
 from .planner.netting import TRADE
+from .planner.plan import key_intents, options_record
 from .state.allocations import (
     AllocationState,
     HeldChange,
@@ -463,14 +464,7 @@ class RebalanceEngine:
             "status": "held",
             "held_reason": f"{', '.join(reasons)}: worlds {', '.join(held)}",
             "total_equity": getattr(event, "total_equity", None) or 0.0,
-            "options": {
-                "planner": getattr(self.planner, "name", "planner"),
-                "scale_rule": options.scale_rule,
-                "flip_policy": options.flip_policy,
-                "execution_mode": options.execution_mode,
-                "min_trade_notional": options.min_trade_notional,
-                "qty_decimals": options.qty_decimals,
-            },
+            "options": options_record(getattr(self.planner, "name", "planner"), options),
             "per_world": {},
             "global_deltas": [],
             "global_dropped": [],
@@ -511,42 +505,15 @@ def affected_strategies(plan: Plan) -> dict[str, list[str]]:
 
 def intents_from_record(record: Json) -> list[Json]:
     """The delta intents a plan record describes, exactly as the planner emitted them."""
-    out: list[Json] = []
     shared = record["options"]["execution_mode"] == "shared_account"
     views: list[tuple[str | None, list[Json]]] = (
         [(None, record["global_deltas"])]
         if shared
         else [(w, p["deltas"]) for w, p in record["per_world"].items()]
     )
-    for world_id, deltas in views:
-        for d in deltas:
-            for leg in d["legs"]:
-                notional = (
-                    d["notional"]
-                    if len(d["legs"]) == 1
-                    else round(abs(leg["delta_qty"]) * d["mark"], 8) + 0.0
-                )
-                out.append(
-                    {
-                        "schema_version": 1,
-                        "intent_id": leg["intent_id"],
-                        "plan_id": record["plan_id"],
-                        "event_id": record["event_id"],
-                        "portfolio_id": record["portfolio_id"],
-                        "world_id": world_id,
-                        "venue": d["venue"],
-                        "symbol": d["symbol"],
-                        "current_qty": leg["current_qty"],
-                        "target_qty": leg["target_qty"],
-                        "delta_qty": leg["delta_qty"],
-                        "mark": d["mark"],
-                        "notional": notional,
-                        "reduce_only": leg["reduce_only"],
-                        "leg": leg["leg"],
-                        "depends_on": leg["depends_on"],
-                        "strategy_breakdown": d["strategy_breakdown"],
-                        "created_at": record["created_at"],
-                        "expires_at": record["expires_at"],
-                    }
-                )
-    return out
+    return [
+        intent
+        for world_id, deltas in views
+        for d in deltas
+        for intent in key_intents(record, world_id, d, d["legs"])
+    ]

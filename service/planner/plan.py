@@ -18,7 +18,7 @@ from .ids import intent_id
 from .netting import REASONS, TRADE, NettedKeys
 
 if TYPE_CHECKING:
-    from .base import PlanningContext
+    from .base import PlannerOptions, PlanningContext
     from .scaling import WorldScale
 
 Json = dict[str, Any]
@@ -121,14 +121,7 @@ class _Materialiser:
             "status": "planned",
             "held_reason": None,
             "total_equity": ctx.total_equity,
-            "options": {
-                "planner": plan.planner,
-                "scale_rule": options.scale_rule,
-                "flip_policy": options.flip_policy,
-                "execution_mode": options.execution_mode,
-                "min_trade_notional": options.min_trade_notional,
-                "qty_decimals": options.qty_decimals,
-            },
+            "options": options_record(plan.planner, options),
             "per_world": per_world,
             "global_deltas": global_deltas,
             "global_dropped": global_dropped,
@@ -305,31 +298,68 @@ class _Materialiser:
         legs: list[Json],
         breakdown: list[Json],
     ) -> None:
-        ctx = self.ctx
-        created, expires = self.created_at, self.expires_at
-        for leg in legs:
-            if len(legs) > 1:
-                notional = _money(abs(leg["delta_qty"]) * mark)
-            self.intents.append(
-                {
-                    "schema_version": 1,
-                    "intent_id": leg["intent_id"],
-                    "plan_id": self.plan.plan_id,
-                    "event_id": ctx.event_id,
-                    "portfolio_id": ctx.portfolio_id,
-                    "world_id": world_id,
-                    "venue": venue,
-                    "symbol": symbol,
-                    "current_qty": leg["current_qty"],
-                    "target_qty": leg["target_qty"],
-                    "delta_qty": leg["delta_qty"],
-                    "mark": mark,
-                    "notional": notional,
-                    "reduce_only": leg["reduce_only"],
-                    "leg": leg["leg"],
-                    "depends_on": leg["depends_on"],
-                    "strategy_breakdown": breakdown,
-                    "created_at": created,
-                    "expires_at": expires,
-                }
-            )
+        header = {
+            "plan_id": self.plan.plan_id,
+            "event_id": self.ctx.event_id,
+            "portfolio_id": self.ctx.portfolio_id,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
+        key: Json = {
+            "venue": venue,
+            "symbol": symbol,
+            "mark": mark,
+            "notional": notional,
+            "strategy_breakdown": breakdown,
+        }
+        self.intents.extend(key_intents(header, world_id, key, legs))
+
+
+def options_record(planner: str, options: PlannerOptions) -> Json:
+    """The ``options`` block of a plan record (``messages.PlanOptions``)."""
+    return {
+        "planner": planner,
+        "scale_rule": options.scale_rule,
+        "flip_policy": options.flip_policy,
+        "execution_mode": options.execution_mode,
+        "min_trade_notional": options.min_trade_notional,
+        "qty_decimals": options.qty_decimals,
+    }
+
+
+def key_intents(header: Json, world_id: str | None, key: Json, legs: list[Json]) -> list[Json]:
+    """The intents of one traded key, one per leg (``messages.DeltaIntent`` as dicts).
+
+    ``header`` has the plan's ``plan_id``, ``event_id``, ``portfolio_id``, ``created_at`` and
+    ``expires_at``; ``key`` is the key's entry of the plan record (venue, symbol, mark,
+    notional, breakdown). Used by the planner and to rebuild intents from a record.
+    """
+    out = []
+    for leg in legs:
+        notional = (
+            key["notional"] if len(legs) == 1 else _money(abs(leg["delta_qty"]) * key["mark"])
+        )
+        out.append(
+            {
+                "schema_version": 1,
+                "intent_id": leg["intent_id"],
+                "plan_id": header["plan_id"],
+                "event_id": header["event_id"],
+                "portfolio_id": header["portfolio_id"],
+                "world_id": world_id,
+                "venue": key["venue"],
+                "symbol": key["symbol"],
+                "current_qty": leg["current_qty"],
+                "target_qty": leg["target_qty"],
+                "delta_qty": leg["delta_qty"],
+                "mark": key["mark"],
+                "notional": notional,
+                "reduce_only": leg["reduce_only"],
+                "leg": leg["leg"],
+                "depends_on": leg["depends_on"],
+                "strategy_breakdown": key["strategy_breakdown"],
+                "created_at": header["created_at"],
+                "expires_at": header["expires_at"],
+            }
+        )
+    return out
