@@ -33,11 +33,11 @@ from consumers.topics import ensure_topics
 from .engine import EngineOptions, RebalanceEngine, Work
 from .errors import InputError, describe
 from .http import OpsServer
-from .messages import PositionSnapshot, allocation_event_adapter
+from .messages import allocation_event_adapter
 from .metrics import Metrics
 from .settings import Settings
 from .state.allocations import AllocationState, ChangelogError
-from .state.snapshots import ApplyResult, SnapshotTable
+from .state.snapshots import SnapshotTable
 
 log = logging.getLogger("rebalancer")
 
@@ -77,6 +77,7 @@ class RebalancerApp:
         self.clock = clock
         self.metrics = Metrics()
         self.snapshots = SnapshotTable()
+        self.metrics.count_snapshots(self.snapshots)
         self.state = AllocationState()
         self.engine = RebalanceEngine(
             self.state,
@@ -131,10 +132,10 @@ class RebalancerApp:
         )
         await self.producer.start()
         self.snapshot_reader = TopicReader(
-            self.bootstrap_servers, topics.snapshots, self._on_snapshot, client_id=client
+            self.bootstrap_servers, topics.snapshots, self._on_snapshots, client_id=client
         )
         self.changelog_reader = TopicReader(
-            self.bootstrap_servers, topics.changelog, self._on_changelog, client_id=client
+            self.bootstrap_servers, topics.changelog, self._on_changelog_records, client_id=client
         )
         await self.snapshot_reader.start()
         await self.changelog_reader.start()
@@ -204,30 +205,17 @@ class RebalancerApp:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def _on_snapshot(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        key = (record.key or b"").decode(errors="replace")
-        try:
-            if record.value is None:
-                world_id, sep, strategy_id = key.partition("|")
-                if not sep or not world_id or not strategy_id:
-                    raise InputError(f"tombstone key {key!r} is not 'world|strategy'")
-                self.snapshots.delete(world_id, strategy_id)
-                self.metrics.snapshots_deleted.inc()
-                return
-            snapshot = PositionSnapshot.model_validate_json(record.value)
-            if record.key is not None and key != snapshot.key:
-                raise InputError(f"key {key!r} does not match the snapshot's {snapshot.key!r}")
-        except ValidationError as exc:
-            self._pending_dead_letters.append((record, exc, describe(exc)))
-            return
-        except InputError as exc:
-            self._pending_dead_letters.append((record, exc, str(exc)))
-            return
-        if self.snapshots.apply(snapshot) is ApplyResult.STALE:
-            self.metrics.snapshots_stale.inc()
-            return
-        self.metrics.snapshots_applied.inc()
-        self.wake.set()
+    def _on_snapshots(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if self.snapshots.ingest(records, self._reject_snapshot):
+            self.wake.set()
+
+    def _reject_snapshot(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        reason = describe(exc) if isinstance(exc, ValidationError) else str(exc)
+        self._pending_dead_letters.append((record, exc, reason))
+
+    def _on_changelog_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            self._on_changelog(record)
 
     def _on_changelog(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if self._restored and ("writer", self.producer.writer) in tuple(record.headers or ()):

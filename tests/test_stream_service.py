@@ -227,7 +227,7 @@ async def test_out_of_order_and_tombstoned_snapshots(rig: Rig) -> None:
     )
     await rig.feed.send(rig.t.snapshots, "a|s2", None)  # s2 is gone
     await rig.app.snapshot_reader.caught_up()
-    assert rig.app.metrics.snapshots_stale._value.get() == 2
+    assert rig.app.metrics.registry.get_sample_value("rebalancer_snapshots_stale_total") == 2
     await rig.event(world_move("e1", {"a": 0.1}, {"a": 0.2}))
     (plan,) = await rig.planned(1)
     (delta,) = plan["per_world"]["a"]["deltas"]

@@ -22,8 +22,18 @@ from ..messages import PositionSnapshot
 
 T = TypeVar("T")
 
-PositionRow = tuple[str | None, str, float, float | None]
-"""One position: venue, symbol, quantity, mark (None when unknown)."""
+
+class PositionLike(Protocol):
+    """One position of a snapshot: what ``SnapshotColumns`` reads of it."""
+
+    @property
+    def venue(self) -> str | None: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def qty(self) -> float: ...
+    @property
+    def mark(self) -> float | None: ...
 
 
 class SnapshotIdentity(Protocol):
@@ -218,10 +228,7 @@ class PositionTable:
             held = latest.get((s.world_id, s.strategy_id))
             if held is None or s.version > held.version:
                 latest[(s.world_id, s.strategy_id)] = s
-        return cls.from_pieces(
-            (s, SnapshotColumns.of([(p.venue, p.symbol, p.qty, p.mark) for p in s.positions]))
-            for s in latest.values()
-        )
+        return cls.from_pieces((s, SnapshotColumns.of(s.positions)) for s in latest.values())
 
     @classmethod
     def from_pieces(
@@ -280,17 +287,19 @@ class SnapshotColumns:
     mark: FloatArray
 
     @classmethod
-    def of(cls, rows: Sequence[PositionRow]) -> SnapshotColumns:
-        """From ``(venue, symbol, qty, mark)`` rows."""
+    def of(cls, rows: Sequence[PositionLike]) -> SnapshotColumns:
+        """From a snapshot's positions."""
         venues: dict[str | None, int] = {}
         symbols: dict[str, int] = {}
         n = len(rows)
         nan = float("nan")
         return cls(
-            venue=np.fromiter((venues.setdefault(r[0], len(venues)) for r in rows), np.int64, n),
-            symbol=np.fromiter((symbols.setdefault(r[1], len(symbols)) for r in rows), np.int64, n),
-            qty=np.fromiter((r[2] for r in rows), np.float64, n),
-            mark=np.fromiter((nan if r[3] is None else r[3] for r in rows), np.float64, n),
+            venue=np.fromiter((venues.setdefault(r.venue, len(venues)) for r in rows), np.int64, n),
+            symbol=np.fromiter(
+                (symbols.setdefault(r.symbol, len(symbols)) for r in rows), np.int64, n
+            ),
+            qty=np.fromiter((r.qty for r in rows), np.float64, n),
+            mark=np.fromiter((nan if r.mark is None else r.mark for r in rows), np.float64, n),
             venues=tuple(venues),
             symbols=tuple(symbols),
         )
