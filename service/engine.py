@@ -397,8 +397,7 @@ class RebalanceEngine:
             plan = self.planner.plan(context)
         except PlanningError as exc:
             raise InputError(str(exc)) from None
-        record = plan.record()
-        intents = plan.intents()
+        record, intents = plan.wire
         new_worlds = dict(worlds)
         affected_by_world = affected_strategies(plan)
         for scale in plan.worlds:

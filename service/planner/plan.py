@@ -7,12 +7,14 @@ dicts follow ``service.messages`` field for field (a test validates them against
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from .ids import intent_id
 from .netting import REASONS, TRADE, NettedKeys
@@ -56,10 +58,23 @@ class Plan:
         """The delta intents to publish (``messages.DeltaIntent`` as dicts), in order."""
         return self._materialised[1]
 
+    @cached_property
+    def wire(self) -> tuple[Json, list[Json]]:
+        """The record and intents to serialise with orjson: as ``record()`` and ``intents()``
+        but with each key's ``strategy_breakdown`` already JSON (an ``orjson.Fragment``).
+
+        The breakdown is most of a plan's bytes (a key per strategy that trades it) and is
+        written three times (write-ahead, intents, record); as fragments it is turned into
+        JSON once, without building a dict per strategy. Serialised, both forms are the
+        same bytes (tested).
+        """
+        return _Materialiser(self, wire=True).run()
+
 
 class _Materialiser:
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, *, wire: bool = False) -> None:
         self.plan = plan
+        self.wire = wire
         ctx = plan.context
         self.ctx = ctx
         table = ctx.positions
@@ -137,6 +152,31 @@ class _Materialiser:
         except ValueError:
             return None
 
+    def _breakdown_json(
+        self, view: NettedKeys, lo: int, hi: int, *, with_world: bool
+    ) -> list[orjson.Fragment]:
+        """``_breakdown`` as JSON fragments: one ``orjson.dumps`` for every number of the
+        keys, spliced with each strategy's object prefix (made once per strategy)."""
+        start = np.searchsorted(view.pair_key, np.arange(lo, hi + 1)).tolist()
+        first, last = start[0], start[-1]
+        if first == last:
+            return [orjson.Fragment(b"[]") for _ in range(hi - lo)]
+        codes = view.pair_strategy[first:last].tolist()
+        numbers = orjson.dumps(view.pair_delta[first:last].tolist())[1:-1].split(b",")
+        strategies = self.table.strategies
+        prefix = {}
+        for code in set(codes):
+            world_id, strategy_id = strategies[code]
+            head = b'{"world_id":' + orjson.dumps(world_id) + b"," if with_world else b"{"
+            prefix[code] = head + b'"strategy_id":' + orjson.dumps(strategy_id) + b',"delta_qty":'
+        items = [prefix[c] + x for c, x in zip(codes, numbers, strict=True)]
+        return [
+            orjson.Fragment(b"[" + b"},".join(items[a - first : b - first]) + b"}]")
+            if b > a
+            else orjson.Fragment(b"[]")
+            for a, b in itertools.pairwise(start)
+        ]
+
     def _breakdown(
         self, view: NettedKeys, lo: int, hi: int, *, with_world: bool
     ) -> list[list[Json]]:
@@ -185,7 +225,8 @@ class _Materialiser:
         status = view.status[part].tolist()
         flip = view.flip[part].tolist()
         reduce_only = view.reduce_only[part].tolist()
-        breakdown = self._breakdown(view, lo, hi, with_world=world_id is None)
+        make_breakdown = self._breakdown_json if self.wire else self._breakdown
+        breakdown: list[Any] = make_breakdown(view, lo, hi, with_world=world_id is None)
         deltas: list[Json] = []
         dropped: list[Json] = []
         for i, code in enumerate(pair):
@@ -296,7 +337,7 @@ class _Materialiser:
         mark: float,
         notional: float,
         legs: list[Json],
-        breakdown: list[Json],
+        breakdown: list[Json] | orjson.Fragment,
     ) -> None:
         header = {
             "plan_id": self.plan.plan_id,
