@@ -144,5 +144,8 @@ def dates_between(
         else int(np.searchsorted(dates, as_dates(end)[0], "right")) - 1
     )
     if last - first < 1:
-        raise PolicyError(f"period: {start} to {end} holds fewer than two dates of the table")
+        raise PolicyError(
+            f"period: {start or 'the first date'} to {end or 'the last date'} holds fewer "
+            "than two dates of the table"
+        )
     return first, last
