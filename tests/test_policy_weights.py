@@ -228,7 +228,7 @@ def test_risk_parity_allocator_skips_assets_that_did_not_move() -> None:
     w = RiskParity(lookback=50).target(r)
     assert w[1] == 0.0
     assert w.sum() == pytest.approx(1.0)
-    assert RiskParity().target(r[:1]).tolist() == pytest.approx([1 / 3] * 3)
+    assert RiskParity().target(r[:3]).tolist() == pytest.approx([1 / 3] * 3)  # 3 returns, 3 assets
 
 
 def test_kelly_allocator_estimates_from_its_window() -> None:

@@ -118,7 +118,12 @@ class Backtest:
         def target_at(t: int) -> FloatArray:
             if fixed is not None:
                 return fixed
-            w = policy.weights.target(returns[max(1, t - lookback + 1) : t + 1])
+            try:
+                w = policy.weights.target(returns[max(1, t - lookback + 1) : t + 1])
+            except PolicyError as exc:
+                raise PolicyError(
+                    f"{policy.name}: {policy.weights.label} on {table.dates[t]}: {exc}"
+                ) from None
             if w.shape != (n,) or not np.isfinite(w).all():
                 raise PolicyError(f"weights: {policy.weights.label} gave {w} on {table.dates[t]}")
             return w

@@ -256,9 +256,10 @@ class Kelly:
 class RiskParity:
     """Equal risk contribution from the trailing ``lookback`` returns.
 
-    Equal weights until two returns exist. An asset whose price did not move over the window
-    has no defined risk share; it gets weight 0 for that rebalance (``risk_parity_weights``
-    itself refuses it).
+    Equal weights until there are more returns than assets (with fewer, the estimated
+    covariance is singular and some long-only mix looks riskless). An asset whose price did
+    not move over the window has no defined risk share; it gets weight 0 for that rebalance
+    (``risk_parity_weights`` itself refuses it).
     """
 
     lookback: int = 252
@@ -267,7 +268,7 @@ class RiskParity:
 
     def target(self, returns: FloatArray) -> FloatArray:
         n = returns.shape[1]
-        if returns.shape[0] < 2:
+        if returns.shape[0] <= n:
             return equal_weights(n)
         _, cov = estimate(returns, self.periods_per_year)
         live = np.diag(cov) > 0
