@@ -12,8 +12,10 @@ from .plan import Plan
 from .positions import PositionTable
 from .proportional import MultiWorldProportionalRebalancer, ProportionalRebalancer
 from .scaling import ScaleRule, WorldChange, WorldScale
+from .target_weight import AssetKey, TargetWeightRebalancer, WorldTargets
 
 __all__ = [
+    "AssetKey",
     "ExecutionMode",
     "FlipPolicy",
     "MultiWorldProportionalRebalancer",
@@ -25,6 +27,8 @@ __all__ = [
     "ProportionalRebalancer",
     "Rebalancer",
     "ScaleRule",
+    "TargetWeightRebalancer",
     "WorldChange",
     "WorldScale",
+    "WorldTargets",
 ]
