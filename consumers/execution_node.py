@@ -1,0 +1,513 @@
+"""The reference execution node (SPEC 5): intents in, orders to one venue, snapshots out.
+
+Start-up: read the snapshot topic to the high watermark (who holds what, per strategy, at
+every venue), take this venue's rows as the ledger, compare with what the venue holds, then
+join the node's consumer group on the intent topic.
+
+Per key of this venue the node follows the newest plan's target (``TargetBook``) and orders
+only the residual between that target and the venue's position, one order at a time, a
+close leg before the open leg that depends on it. Fills are shared among strategies by the
+intent's breakdown (``Ledger``). Snapshots of the strategies it trades are published on
+change and on a heartbeat, with ``converged_plan_id`` once every key of a plan, at every
+venue, has reached its target. Offsets are committed only past intents that are finished
+(reached, superseded, expired), so a restart re-reads what was in hand and, ordering by the
+residual, trades nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+
+from service.execution import KeyId, Ledger, Offer, TargetBook, next_order, weights
+from service.execution.ledger import Owner
+from service.messages import DeltaIntent
+from service.state.snapshots import SnapshotTable
+
+from .reader import TopicReader
+from .venues.base import Order, OrderStatus, OrderUpdate, Venue
+
+log = logging.getLogger("rebalancer.execution")
+
+SHARED_ACCOUNT = "shared"
+"""The venue account of shared-account mode (intents without a world)."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def account_of(world_id: str | None) -> str:
+    return SHARED_ACCOUNT if world_id is None else world_id
+
+
+@dataclass
+class NodeOptions:
+    """How an execution node runs."""
+
+    group_id: str
+    heartbeat_ms: int = 5_000
+    work_interval_ms: int = 50
+    max_retries: int = 20
+    """Rejected orders of one leg retried this many times, then the leg is given up."""
+    convergence_tolerance: float = 1e-9
+    """Relative gap at which another venue's key counts as reached."""
+
+
+@dataclass
+class NodeStats:
+    """Counts, for logs, tests and the operator."""
+
+    intents: dict[str, int] = field(default_factory=dict)
+    invalid_intents: int = 0
+    orders: int = 0
+    fills: int = 0
+    rejections: int = 0
+    given_up: int = 0
+    expired_unfinished: int = 0
+    snapshots_published: int = 0
+    unattributed: int = 0
+
+
+class ExecutionNode:
+    """One venue's execution node."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        snapshots_topic: str,
+        intents_topic: str,
+        venue: Venue,
+        options: NodeOptions,
+        clock: Callable[[], int] = now_ms,
+        on_restored: Callable[[SnapshotTable], None] | None = None,
+    ) -> None:
+        self.servers = bootstrap_servers
+        self.snapshots_topic = snapshots_topic
+        self.intents_topic = intents_topic
+        self.venue = venue
+        self.options = options
+        self.clock = clock
+        self.on_restored = on_restored
+        self.book = TargetBook()
+        self.ledger = Ledger()
+        self.table = SnapshotTable()
+        self.stats = NodeStats()
+        self.session = uuid.uuid4().hex[:8]
+        self.wake = asyncio.Event()
+        self.ready = False
+        self._open: dict[KeyId, Order] = {}
+        self._order_intent: dict[str, DeltaIntent] = {}
+        self._attempts: dict[str, int] = {}
+        self._dirty: set[Owner] = set()
+        self._owners: set[Owner] = set()
+        self._plans: dict[str, _PlanInfo] = {}
+        self._converged: dict[Owner, tuple[tuple[int, str], str]] = {}
+        self._last_as_of: dict[Owner, int] = {}
+        self._unattributed: dict[tuple[str, str], float] = {}
+        self._offsets: dict[TopicPartition, dict[int, DeltaIntent]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    # -- start and stop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.servers, acks="all", enable_idempotence=False, linger_ms=0
+        )
+        await self.producer.start()
+        self.reader = TopicReader(
+            self.servers, self.snapshots_topic, self._on_snapshots, client_id="execution"
+        )
+        await self.reader.start()
+        await self.reader.restore()
+        if self.on_restored is not None:
+            self.on_restored(self.table)
+        self._seed_ledger()
+        await self._reconcile()
+        for order, _filled in await self.venue.open_orders():
+            key = (_world_of(order.account), self.venue.name, order.symbol)
+            self._open[key] = order
+        self.reader.follow()
+        self.consumer = AIOKafkaConsumer(
+            self.intents_topic,
+            bootstrap_servers=self.servers,
+            group_id=self.options.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+        )
+        await self.consumer.start()
+        self.ready = True
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="intents"),
+            asyncio.create_task(self._updates(), name="order-updates"),
+            asyncio.create_task(self._work(), name="work"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+        ]
+        log.info("execution node for venue %s ready", self.venue.name)
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set or a task fails (its error is raised)."""
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self._publish(self._dirty)
+        for closer in (
+            getattr(self, "consumer", None),
+            getattr(self, "reader", None),
+            getattr(self, "producer", None),
+        ):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.stop()
+
+    # -- the snapshot table and the ledger ----------------------------------------------------
+
+    def _on_snapshots(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        def skip(record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+            log.warning("snapshot at offset %d skipped: %s", record.offset, exc)
+
+        self.table.ingest(records, skip)
+
+    def _seed_ledger(self) -> None:
+        name = self.venue.name
+        for s in self.table.snapshots():
+            owner = (s.world_id, s.strategy_id)
+            self._last_as_of[owner] = s.as_of
+            for p in s.positions():
+                if p.venue == name:
+                    self.ledger.set(owner, (name, p.symbol), p.qty)
+                    if p.mark is not None:
+                        self.ledger.marks[(name, p.symbol)] = p.mark
+                    self._owners.add(owner)
+
+    async def _reconcile(self) -> None:
+        """What the venue holds beyond what the snapshots attribute waits for the next
+        breakdown of that key (fills made just before a crash, before their snapshot)."""
+        name = self.venue.name
+        worlds = {w for w, _ in self._owners}
+        for world in sorted(worlds):
+            held = await self.venue.positions(account_of(world))
+            symbols = {
+                symbol
+                for (w, _), held_by in self.ledger.holdings.items()
+                if w == world
+                for (_, symbol) in held_by
+            }
+            for symbol in sorted(symbols | set(held)):
+                gap = held.get(symbol, 0.0) - self.ledger.total([world], (name, symbol))
+                if abs(gap) > 1e-9:
+                    self._unattributed[(world, symbol)] = gap
+                    self.stats.unattributed += 1
+                    log.warning(
+                        "venue %s holds %+g %s more in %s than the snapshots attribute",
+                        name,
+                        gap,
+                        symbol,
+                        world,
+                    )
+
+    # -- intents --------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while not self._stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=1_000)
+            now = self.clock()
+            for tp, records in batch.items():
+                for record in records:
+                    self._on_intent(tp, record, now)
+            if batch:
+                self.wake.set()
+            await self._commit()
+
+    def _on_intent(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], now: int
+    ) -> None:
+        try:
+            intent = DeltaIntent.model_validate_json(record.value or b"null")
+        except ValidationError as exc:
+            self.stats.invalid_intents += 1
+            log.warning("intent at %s/%d is invalid, skipped: %s", tp, record.offset, exc)
+            return
+        result = self.book.offer(intent, now)
+        counts = self.stats.intents
+        counts[result.value] = counts.get(result.value, 0) + 1
+        if result in (Offer.ACCEPTED, Offer.SUPERSEDED):
+            info = self._plans.setdefault(
+                intent.plan_id, _PlanInfo((intent.created_at, intent.plan_id))
+            )
+            info.keys.add((intent.world_id, intent.venue, intent.symbol))
+            for b in intent.strategy_breakdown:
+                world = b.world_id or intent.world_id
+                if world is not None and b.delta_qty != 0:
+                    info.owners.add((world, b.strategy_id))
+            if intent.venue == self.venue.name:
+                self._offsets.setdefault(tp, {})[record.offset] = intent
+
+    def _finished(self, intent: DeltaIntent, now: int) -> bool:
+        target = self.book.keys.get((intent.world_id, intent.venue, intent.symbol))
+        return (
+            target is None
+            or target.plan_id != intent.plan_id
+            or intent.intent_id in target.reached
+            or intent.expires_at <= now
+        )
+
+    async def _commit(self) -> None:
+        """Commit each partition up to its oldest intent still in hand."""
+        now = self.clock()
+        offsets = {}
+        for tp in self.consumer.assignment():
+            position = await self.consumer.position(tp)
+            pending = self._offsets.get(tp, {})
+            for offset in [o for o, i in pending.items() if self._finished(i, now)]:
+                del pending[offset]
+            offsets[tp] = min(pending) if pending else position
+        if offsets:
+            with contextlib.suppress(Exception):
+                await self.consumer.commit(offsets)
+
+    # -- orders ---------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        interval = self.options.work_interval_ms / 1000
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+            self.wake.clear()
+            await self._step()
+            if self._dirty:
+                dirty, self._dirty = self._dirty, set()
+                await self._publish(dirty)
+
+    async def _step(self) -> None:
+        """Place the next order of every key that has none open."""
+        now = self.clock()
+        name = self.venue.name
+        positions: dict[str, dict[str, float]] = {}
+        for key, target in list(self.book.keys.items()):
+            world_id, venue, symbol = key
+            if venue != name or key in self._open:
+                continue
+            leg = target.active()
+            if leg is None:
+                continue
+            if leg.expires_at <= now:
+                for intent in target.legs.values():
+                    target.reached.add(intent.intent_id)
+                self.stats.expired_unfinished += 1
+                log.warning("plan %s expired before %s %s was reached", leg.plan_id, name, symbol)
+                continue
+            account = account_of(world_id)
+            if account not in positions:
+                positions[account] = await self.venue.positions(account)
+            position = positions[account].get(symbol, 0.0)
+            self._claim_unattributed(world_id, symbol, leg)
+            rules = self.venue.rules(symbol)
+            request = next_order(
+                target=leg.target_qty, position=position, mark=leg.mark, rules=rules
+            )
+            if request is None:
+                target.reached.add(leg.intent_id)
+                self._touch(leg)
+                self.wake.set()  # the next leg (open after close) can start now
+                continue
+            attempt = self._attempts.get(leg.intent_id, 0)
+            if attempt > self.options.max_retries:
+                target.reached.add(leg.intent_id)
+                self.stats.given_up += 1
+                log.error("giving up %s after %d rejected orders", leg.intent_id, attempt)
+                continue
+            self._attempts[leg.intent_id] = attempt + 1
+            order = Order(
+                order_id=f"{leg.intent_id}:{self.session}:{attempt}",
+                account=account,
+                symbol=symbol,
+                qty=request.qty,
+                reduce_only=request.reduce_only,
+                price=leg.mark,
+            )
+            self._open[key] = order
+            self._order_intent[order.order_id] = leg
+            self.stats.orders += 1
+            await self.venue.place(order)
+
+    def _claim_unattributed(self, world_id: str | None, symbol: str, leg: DeltaIntent) -> None:
+        """Attribute a gap found at start-up with the breakdown of the key's plan."""
+        gap = self._unattributed.pop((account_of(world_id), symbol), None)
+        if gap:
+            shares = weights(world_id, leg.strategy_breakdown)
+            self._dirty.update(self.ledger.attribute((self.venue.name, symbol), gap, shares))
+
+    async def _updates(self) -> None:
+        queue = self.venue.updates()
+        while not self._stopping.is_set():
+            update = await queue.get()
+            self._on_update(update)
+            self.wake.set()
+
+    def _on_update(self, update: OrderUpdate) -> None:
+        order = update.order
+        key: KeyId = (_world_of(order.account), self.venue.name, order.symbol)
+        leg = self._order_intent.get(order.order_id)
+        if update.fill_qty:
+            self.stats.fills += 1
+            instrument = (self.venue.name, order.symbol)
+            if update.price is not None:
+                self.ledger.marks[instrument] = update.price
+            if leg is None:  # an order from before a restart: its key's current plan owns it
+                target = self.book.keys.get(key)
+                leg = target.final if target is not None else None
+            if leg is None:
+                world_symbol = (order.account, order.symbol)
+                gap = self._unattributed.get(world_symbol, 0.0) + update.fill_qty
+                self._unattributed[world_symbol] = gap
+            else:
+                shares = weights(leg.world_id, leg.strategy_breakdown)
+                self._dirty.update(self.ledger.attribute(instrument, update.fill_qty, shares))
+                self._owners.update(shares)
+        if update.final:
+            if self._open.get(key) == order:
+                del self._open[key]
+            if update.status is OrderStatus.REJECTED:
+                self.stats.rejections += 1
+                log.info("order %s rejected: %s", order.order_id, update.reason)
+            if leg is not None:
+                self._touch(leg)
+
+    def _touch(self, leg: DeltaIntent) -> None:
+        """Owners of ``leg``'s plan need a snapshot: progress or convergence to report."""
+        info = self._plans.get(leg.plan_id)
+        if info is not None:
+            self._dirty.update(info.owners)
+            self._owners.update(info.owners)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def _reached_elsewhere(self, key: KeyId, target_qty: float) -> bool:
+        """Whether another venue's key holds its target, by the snapshots of its world."""
+        world_id, venue, symbol = key
+        total = 0.0
+        for s in self.table.snapshots(None if world_id is None else [world_id]):
+            for p in s.positions():
+                if p.venue == venue and p.symbol == symbol:
+                    total += p.qty
+        return abs(total - target_qty) <= self.options.convergence_tolerance * max(
+            1.0, abs(target_qty)
+        )
+
+    def _plan_reached(self, plan_id: str) -> bool:
+        info = self._plans[plan_id]
+        for key in info.keys:
+            target = self.book.keys.get(key)
+            if target is None or target.plan_id != plan_id:
+                return False  # superseded: this plan will never be reached as planned
+            if key[1] == self.venue.name:
+                if not target.done:
+                    return False
+            elif not self._reached_elsewhere(key, target.final.target_qty):
+                return False
+        return True
+
+    def _converged_for(self, owner: Owner) -> str | None:
+        """The newest plan reached for ``owner``: this node's finding, or the topic's when
+        that is newer (another venue's node finished later) or older than anything seen."""
+        mine = self._converged.get(owner)
+        for plan_id, info in self._plans.items():
+            if owner not in info.owners or (mine is not None and info.order <= mine[0]):
+                continue
+            if self._plan_reached(plan_id):
+                mine = (info.order, plan_id)
+        if mine is not None:
+            self._converged[owner] = mine
+        held = self.table.get(*owner)
+        theirs = None if held is None else held.converged_plan_id
+        if mine is None:
+            return theirs
+        known = None if theirs is None else self._plans.get(theirs)
+        if known is not None and known.order > mine[0]:
+            return theirs
+        return mine[1]
+
+    async def _publish(self, owners: set[Owner]) -> None:
+        """Publish the snapshots of ``owners``: this venue's rows from the ledger, other
+        venues' rows as the topic last had them."""
+        if not owners:
+            return
+        name = self.venue.name
+        now = self.clock()
+        futures = []
+        for owner in sorted(owners):
+            world_id, strategy_id = owner
+            rows = []
+            held = self.table.get(world_id, strategy_id)
+            if held is not None:
+                rows = [
+                    {"symbol": p.symbol, "venue": p.venue, "qty": p.qty, "mark": p.mark}
+                    for p in held.positions()
+                    if p.venue != name
+                ]
+            for (venue, symbol), qty in sorted(self.ledger.holdings.get(owner, {}).items()):
+                if qty != 0:
+                    rows.append(
+                        {
+                            "symbol": symbol,
+                            "venue": venue,
+                            "qty": qty,
+                            "mark": self.ledger.marks.get((venue, symbol)),
+                        }
+                    )
+            as_of = max(now, self._last_as_of.get(owner, 0) + 1, (held.as_of + 1) if held else 0)
+            self._last_as_of[owner] = as_of
+            snapshot = {
+                "world_id": world_id,
+                "strategy_id": strategy_id,
+                "as_of": as_of,
+                "positions": rows,
+                "converged_plan_id": self._converged_for(owner),
+            }
+            key = f"{world_id}|{strategy_id}".encode()
+            futures.append(
+                await self.producer.send(self.snapshots_topic, orjson.dumps(snapshot), key=key)
+            )
+        await asyncio.gather(*futures)
+        self.stats.snapshots_published += len(futures)
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.options.heartbeat_ms / 1000)
+            await self._publish(set(self._owners))
+
+
+@dataclass
+class _PlanInfo:
+    order: tuple[int, str]
+    keys: set[KeyId] = field(default_factory=set)
+    owners: set[Owner] = field(default_factory=set)
+
+
+def _world_of(account: str) -> str | None:
+    return None if account == SHARED_ACCOUNT else account

@@ -1,0 +1,213 @@
+"""A simulated exchange, in process: lot sizes, minimum notional, reduce-only enforcement,
+immediate or partial fills over time, seeded random rejections.
+
+It rejects what real venues reject: a quantity that is not whole lots, an order under the
+minimum notional, a reused client order id, and a reduce-only order that would grow a
+position or take it through zero. With ``state_file`` its accounts and open orders survive
+the process (written after every change), so an execution node can be killed and restarted
+against the same venue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import orjson
+
+from service.execution import VenueRules
+
+from .base import Order, OrderStatus, OrderUpdate
+
+FillModel = Literal["immediate", "partial"]
+
+
+@dataclass
+class PaperConfig:
+    """How the paper venue behaves."""
+
+    lot_size_by_symbol: dict[str, float] = field(default_factory=dict)
+    min_notional: float = 0.0
+    direct_flip: bool = False
+    fill_model: FillModel = "immediate"
+    partial_slices: int = 3
+    """Partial fills: each order fills in this many slices..."""
+    fill_interval_ms: int = 20
+    """...one every this many milliseconds."""
+    reject_rate: float = 0.0
+    """Share of otherwise valid orders rejected at random (a venue's transient refusals)."""
+    seed: int = 0
+
+
+@dataclass
+class _Open:
+    order: Order
+    filled: float = 0.0
+
+
+class PaperVenue:
+    """An in-memory venue; see the module docstring."""
+
+    def __init__(
+        self, name: str, config: PaperConfig | None = None, *, state_file: Path | None = None
+    ) -> None:
+        self.name = name
+        self.config = config or PaperConfig()
+        self.accounts: dict[str, dict[str, float]] = {}
+        self.orders_placed = 0
+        self.placed: list[Order] = []
+        """Every order received since this object was made (not persisted)."""
+        self.rejections: list[tuple[Order, str]] = []
+        self._open: dict[str, _Open] = {}
+        self._ids: set[str] = set()
+        self._updates: asyncio.Queue[OrderUpdate] = asyncio.Queue()
+        self._random = random.Random(self.config.seed)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._state_file = state_file
+        if state_file is not None and state_file.exists():
+            self._load(state_file)
+
+    # -- the Venue interface ------------------------------------------------------------------
+
+    def rules(self, symbol: str) -> VenueRules:
+        c = self.config
+        return VenueRules(
+            lot_size=c.lot_size_by_symbol.get(symbol),
+            min_notional=c.min_notional,
+            direct_flip=c.direct_flip,
+        )
+
+    async def positions(self, account: str) -> dict[str, float]:
+        return dict(self.accounts.get(account, {}))
+
+    async def open_orders(self) -> list[tuple[Order, float]]:
+        return [(o.order, o.filled) for o in self._open.values()]
+
+    async def place(self, order: Order) -> None:
+        self.orders_placed += 1
+        self.placed.append(order)
+        reason = self._refusal(order)
+        if reason is not None:
+            self.rejections.append((order, reason))
+            self._ids.add(order.order_id)
+            self._save()
+            await self._updates.put(OrderUpdate(order, OrderStatus.REJECTED, reason=reason))
+            return
+        self._ids.add(order.order_id)
+        self._open[order.order_id] = _Open(order)
+        self._save()
+        self._schedule(order.order_id)
+
+    def updates(self) -> asyncio.Queue[OrderUpdate]:
+        return self._updates
+
+    # -- simulation ---------------------------------------------------------------------------
+
+    def seed_position(self, account: str, symbol: str, qty: float) -> None:
+        """Start an account with a holding (a demo's or test's initial state)."""
+        self.accounts.setdefault(account, {})[symbol] = qty
+        self._save()
+
+    def _refusal(self, order: Order) -> str | None:
+        rules = self.rules(order.symbol)
+        if order.order_id in self._ids:
+            return f"duplicate client order id {order.order_id!r}"
+        if not math.isfinite(order.qty) or order.qty == 0:
+            return f"quantity {order.qty!r} is not a non-zero number"
+        held = self.accounts.get(order.account, {}).get(order.symbol, 0.0)
+        if order.reduce_only:
+            after = held + order.qty
+            if held == 0 or abs(after) > abs(held) or after * held < 0:
+                return f"reduce-only order {order.qty:+g} would grow or flip position {held:+g}"
+        closing_all = order.reduce_only and abs(held + order.qty) < 1e-12
+        lot = rules.lot_size
+        if lot is not None and not closing_all:
+            lots = abs(order.qty) / lot
+            if abs(lots - round(lots)) > 1e-6:
+                return f"quantity {order.qty:g} is not a multiple of the lot size {lot:g}"
+        notional = abs(order.qty) * order.price
+        if notional < rules.min_notional and not closing_all:
+            return f"notional {notional:g} is under the minimum {rules.min_notional:g}"
+        if self.config.reject_rate and self._random.random() < self.config.reject_rate:
+            return "rejected by the venue (simulated transient refusal)"
+        return None
+
+    def _schedule(self, order_id: str) -> None:
+        task = asyncio.create_task(self._fill(order_id), name=f"paper-fill-{order_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fill(self, order_id: str) -> None:
+        c = self.config
+        while (state := self._open.get(order_id)) is not None:
+            order = state.order
+            remaining = order.qty - state.filled
+            if c.fill_model == "partial":
+                await asyncio.sleep(c.fill_interval_ms / 1000)
+                lot = self.rules(order.symbol).lot_size
+                piece = order.qty / max(1, c.partial_slices)
+                if lot is not None:
+                    piece = math.copysign(max(lot, math.floor(abs(piece) / lot) * lot), piece)
+                part = remaining if abs(piece) >= abs(remaining) else piece
+            else:
+                part = remaining
+            account = self.accounts.setdefault(order.account, {})
+            value = account.get(order.symbol, 0.0) + part
+            account[order.symbol] = 0.0 if abs(value) < 1e-12 else value
+            state.filled += part
+            done = abs(order.qty - state.filled) < 1e-12
+            if done:
+                del self._open[order_id]
+            self._save()
+            await self._updates.put(
+                OrderUpdate(
+                    order,
+                    OrderStatus.FILLED if done else OrderStatus.OPEN,
+                    fill_qty=part,
+                    filled_qty=state.filled,
+                    price=order.price,
+                )
+            )
+            if done:
+                return
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        if self._state_file is None:
+            return
+        data = {
+            "accounts": self.accounts,
+            "open": [{"order": asdict(o.order), "filled": o.filled} for o in self._open.values()],
+            "ids": sorted(self._ids),
+            "orders_placed": self.orders_placed,
+        }
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(data))
+        os.replace(tmp, self._state_file)
+
+    def _load(self, path: Path) -> None:
+        data = orjson.loads(path.read_bytes())
+        self.accounts = data["accounts"]
+        self._ids = set(data["ids"])
+        self.orders_placed = data["orders_placed"]
+        self._open = {
+            o["order"]["order_id"]: _Open(Order(**o["order"]), o["filled"]) for o in data["open"]
+        }
+
+    def resume(self) -> None:
+        """Carry on filling the open orders loaded from ``state_file`` (needs a running loop)."""
+        for order_id in self._open:
+            self._schedule(order_id)

@@ -1,0 +1,103 @@
+"""What an execution node must reach: the newest plan's target per (world, venue, symbol).
+
+Intents arrive at least once, in any order across partitions, and possibly after they
+expire. The book keeps, per key, the legs of the newest plan it has seen (by the plan's
+``created_at``, then ``plan_id``); an intent of an older plan, a repeated ``intent_id`` and
+an expired intent change nothing and are counted by the caller. Legs are reached in order:
+a ``close`` leg before the ``open`` leg that depends on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..messages import DeltaIntent
+
+KeyId = tuple[str | None, str | None, str]
+"""(world_id, venue, symbol); world_id is None in shared-account mode."""
+
+
+class Offer(Enum):
+    """What offering an intent to the book did."""
+
+    ACCEPTED = "accepted"
+    SUPERSEDED = "superseded"  # accepted, and it replaced an older plan's target for the key
+    DUPLICATE = "duplicate"
+    EXPIRED = "expired"
+    STALE = "stale"  # its plan is older than the one the key already follows
+
+
+def plan_order(intent: DeltaIntent) -> tuple[int, str]:
+    """Which of two plans is newer: planned later, ties broken by id (deterministic)."""
+    return (intent.created_at, intent.plan_id)
+
+
+@dataclass
+class KeyTarget:
+    """One key's target under one plan: its legs, and which are reached."""
+
+    plan_id: str
+    order: tuple[int, str]
+    legs: dict[str, DeltaIntent] = field(default_factory=dict)
+    reached: set[str] = field(default_factory=set)
+    """intent_ids of legs reached (or given up as below the venue's minimums)."""
+
+    def active(self) -> DeltaIntent | None:
+        """The leg to work on now: an unreached close, else the unreached open/adjust whose
+        dependency (if any) is reached. None when every known leg is reached, or when an
+        open leg waits for a close leg that has not arrived yet."""
+        for name in ("close", "adjust", "open"):
+            leg = self.legs.get(name)
+            if leg is None or leg.intent_id in self.reached:
+                continue
+            if leg.depends_on is not None and leg.depends_on not in self.reached:
+                return None
+            return leg
+        return None
+
+    @property
+    def final(self) -> DeltaIntent:
+        """The leg whose target is the key's end state (open after close)."""
+        for name in ("open", "adjust", "close"):
+            if name in self.legs:
+                return self.legs[name]
+        raise LookupError("a key target without legs")
+
+    @property
+    def done(self) -> bool:
+        return bool(self.legs) and all(i.intent_id in self.reached for i in self.legs.values())
+
+
+class TargetBook:
+    """The newest target per key, with the intent ids already seen."""
+
+    def __init__(self) -> None:
+        self.keys: dict[KeyId, KeyTarget] = {}
+        self._seen: dict[str, int] = {}  # intent_id -> expires_at (forgotten once expired)
+
+    def offer(self, intent: DeltaIntent, now_ms: int) -> Offer:
+        if intent.intent_id in self._seen:
+            return Offer.DUPLICATE
+        if intent.expires_at <= now_ms:
+            return Offer.EXPIRED
+        self._seen[intent.intent_id] = intent.expires_at
+        key: KeyId = (intent.world_id, intent.venue, intent.symbol)
+        order = plan_order(intent)
+        held = self.keys.get(key)
+        if held is not None and order < held.order:
+            return Offer.STALE
+        result = Offer.ACCEPTED
+        if held is None or order > held.order:
+            result = Offer.SUPERSEDED if held is not None and not held.done else Offer.ACCEPTED
+            held = self.keys[key] = KeyTarget(plan_id=intent.plan_id, order=order)
+        held.legs[intent.leg] = intent
+        return result
+
+    def forget_expired(self, now_ms: int) -> None:
+        """Drop remembered ids of expired intents (a re-delivery of one is expired anyway)."""
+        self._seen = {i: e for i, e in self._seen.items() if e > now_ms}
+
+    def plan_keys(self, plan_id: str) -> list[tuple[KeyId, KeyTarget]]:
+        """The keys currently following ``plan_id``."""
+        return [(k, t) for k, t in self.keys.items() if t.plan_id == plan_id]
