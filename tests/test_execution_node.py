@@ -7,18 +7,24 @@ way the rebalancer does, and polls (with deadlines) the venue and the snapshot t
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from consumers.execution_node import ExecutionNode, NodeOptions
 from consumers.topics import ensure_topics
 from consumers.venues import PaperConfig, PaperVenue
 from service.settings import Settings
-from tests.kafka_support import Feed, Tail, fresh_settings
+from tests.kafka_support import Feed, Tail, fresh_settings, settings_env
 
 NOW = int(time.time() * 1000)
 
@@ -323,3 +329,68 @@ async def test_closed_loop_two_moves_back_to_back_end_exactly_at_the_second(
             for n in rig.nodes:
                 await n.stop()
             await app.stop()
+
+
+async def test_a_node_killed_mid_plan_resumes_without_ordering_twice(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """SIGKILL while an order is half filled; the restarted node waits for that order instead
+    of sending another, attributes the fills it missed, and reports the plan reached."""
+    await rig.holdings({"s1": 0.6, "s2": 0.9})
+    state = tmp_path / "paper.json"
+    log = tmp_path / "node.log"
+    env = {**os.environ, **settings_env(rig.settings)}
+    command = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "execute",
+        "--venue",
+        "paper",
+        "--paper-state",
+        str(state),
+        "--fill-model",
+        "partial",
+        "--partial-slices",
+        "5",
+        "--fill-interval-ms",
+        "300",
+        "--lot",
+        "BTC=0.1",
+    ]
+
+    def paper_state() -> dict[str, Any]:
+        try:
+            return orjson.loads(state.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return {}
+
+    def btc() -> float | None:
+        return paper_state().get("accounts", {}).get("w", {}).get("BTC")
+
+    with open(log, "ab") as out:
+        first = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            await until(lambda: btc() == pytest.approx(1.5), "the fresh paper venue seeded", 60)
+            breakdown = [
+                {"strategy_id": "s1", "delta_qty": -0.4},
+                {"strategy_id": "s2", "delta_qty": -0.6},
+            ]
+            await rig.intents(
+                intent("p1", target_qty=0.5, delta_qty=-1.0, strategy_breakdown=breakdown)
+            )
+            await until(lambda: 0.6 < (btc() or 0) < 1.5, "the order partly filled", 30)
+        finally:
+            first.kill()
+            first.wait(timeout=30)
+        assert paper_state()["open"], "killed with its order still open"
+        second = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            snaps = await rig.converged("p1", {"s1", "s2"})
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=30) == 0, log.read_text()[-3000:]
+    assert btc() == pytest.approx(0.5)
+    assert paper_state()["orders_placed"] == 1  # the residual needed one order, and got one
+    assert position_of(snaps["s1"]) == pytest.approx(0.2)
+    assert position_of(snaps["s2"]) == pytest.approx(0.3)
