@@ -218,13 +218,8 @@ def _cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
 
         def seed(table: SnapshotTable) -> None:
             # a new paper venue starts from what the snapshots say its accounts hold
-            if not fresh:
-                return
-            for s in table.snapshots():
-                for p in s.positions():
-                    if p.venue == args.venue:
-                        held = venue.accounts.get(s.world_id, {}).get(p.symbol, 0.0)
-                        venue.seed_position(s.world_id, p.symbol, held + p.qty)
+            if fresh:
+                venue.seed_from(table.snapshots())
 
         node = ExecutionNode(
             settings.bootstrap_servers or "",

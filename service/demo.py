@@ -1,8 +1,10 @@
-"""``rebalancer demo``: the whole stream service on a laptop, in one command.
+"""``rebalancer demo``: the whole loop on a laptop, in one command.
 
-Starts the embedded broker and the service, publishes snapshots for two worlds and three
-strategies that share symbols, then a world move (alpha 0.3 -> 0.2) and a strategy weight
-update (beta), prints the netted intents as they arrive on the execution topic, and stops.
+Starts the embedded broker, the service and one execution node per venue (binance, okx) on
+paper venues, publishes snapshots for two worlds and three strategies that share symbols,
+then a world move (alpha 0.3 -> 0.2) and a strategy weight update (beta). It prints each
+plan's intents, the orders and fills on the venues and the snapshots that report the plan
+reached, and ends by comparing every traded position with its target.
 """
 
 from __future__ import annotations
@@ -10,15 +12,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.embedded_broker import EmbeddedBroker
+from consumers.execution_node import ExecutionNode, NodeOptions
+from consumers.topics import ensure_topics
+from consumers.venues import Order, OrderStatus, OrderUpdate, PaperConfig, PaperVenue
 
 from .app import RebalancerApp
 from .settings import Settings, Topics
+from .state.snapshots import SnapshotTable
 
 NOW = 1_795_340_000_000
 
@@ -52,6 +60,9 @@ SNAPSHOTS: list[dict[str, Any]] = [
     },
 ]
 
+VENUES = ("binance", "okx")
+LOTS = {"BTCUSDT": 0.001, "ETHUSDT": 0.01, "SOLUSDT": 0.1}
+
 EVENTS: list[dict[str, Any]] = [
     {
         "type": "world_allocations_changed",
@@ -66,7 +77,7 @@ EVENTS: list[dict[str, Any]] = [
         },
         "strategy_alloc_after_total": {"beta": {"momentum": 0.2}},
         "min_trade_notional": 10.0,
-        "lot_size_by_symbol": {"BTCUSDT": 0.001, "ETHUSDT": 0.01, "SOLUSDT": 0.1},
+        "lot_size_by_symbol": LOTS,
     },
     {
         "type": "strategy_weights_updated",
@@ -91,8 +102,106 @@ def _describe(intent: dict[str, Any]) -> str:
     )
 
 
+def _trace(venue: str, lines: list[str]) -> Callable[[Order | OrderUpdate], None]:
+    """What a paper venue does, as lines for the demo to print in order."""
+
+    def say(item: Order | OrderUpdate) -> None:
+        if isinstance(item, Order):
+            flags = " reduce-only" if item.reduce_only else ""
+            lines.append(f"    [{venue}] order {item.account}:{item.symbol} {item.qty:+g}{flags}")
+        elif item.fill_qty:
+            lines.append(
+                f"    [{venue}] fill  {item.order.account}:{item.order.symbol} "
+                f"{item.fill_qty:+g} @ {item.price:g} ({item.status.value})"
+            )
+        elif item.status is OrderStatus.REJECTED:
+            lines.append(f"    [{venue}] rejected: {item.reason}")
+
+    return say
+
+
+class _Loop:
+    """The demo's view of the topics: intents, plan records and snapshots as they arrive."""
+
+    def __init__(self, servers: str, topics: Topics) -> None:
+        self.topics = topics
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=servers, group_id=None, auto_offset_reset="earliest"
+        )
+        self.intents: list[dict[str, Any]] = []
+        self.plans: list[dict[str, Any]] = []
+        self.snapshots: dict[tuple[str, str], dict[str, Any]] = {}
+        self.venue_lines: list[str] = []
+        self.show_venues = False
+        """Venue lines wait until the plan's intents are printed (nodes read them sooner)."""
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        t = self.topics
+        self.consumer.assign(
+            [
+                TopicPartition(topic, p)
+                for topic in (t.intents, t.plans, t.snapshots)
+                for p in self.consumer.partitions_for_topic(topic) or []
+            ]
+        )
+
+    async def until(self, done: Callable[[], bool], out: TextIO, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            self._flush(out)
+            if time.monotonic() > deadline:
+                raise TimeoutError("the demo did not converge in time")
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for tp, records in batch.items():
+                for record in records:
+                    value: Any = orjson.loads(record.value) if record.value else None
+                    if tp.topic == self.topics.intents:
+                        self.intents.append(value)
+                        print(_describe(value), file=out)
+                    elif tp.topic == self.topics.plans:
+                        self.plans.append(value)
+                    elif value is not None:
+                        key = (value["world_id"], value["strategy_id"])
+                        before = self.snapshots.get(key, {}).get("converged_plan_id")
+                        self.snapshots[key] = value
+                        if value.get("converged_plan_id") not in (None, before):
+                            rows = ", ".join(
+                                f"{p['venue']}:{p['symbol']} {p['qty']:g}"
+                                for p in value["positions"]
+                            )
+                            self.venue_lines.append(
+                                f"    snapshot {key[0]}/{key[1]} reached plan "
+                                f"{value['converged_plan_id'][:8]}: {rows}"
+                            )
+        self._flush(out)
+
+    def _flush(self, out: TextIO) -> None:
+        if self.show_venues:
+            for line in self.venue_lines:
+                print(line, file=out)
+            self.venue_lines.clear()
+
+    def converged(self, plan_id: str) -> bool:
+        plan = next((p for p in self.plans if p["plan_id"] == plan_id), None)
+        if plan is None:
+            return False
+        owners = {
+            (w, b["strategy_id"])
+            for w, world in plan["per_world"].items()
+            for d in world["deltas"]
+            for b in d["strategy_breakdown"]
+            if b["delta_qty"] != 0
+        }
+        return all(self.snapshots.get(o, {}).get("converged_plan_id") == plan_id for o in owners)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
 async def run_demo(out: TextIO, timeout: float = 60.0) -> int:
-    """Run the demo; returns the number of intents received."""
+    """Run the demo; returns the number of keys whose final position differs from its
+    target (0 when the loop closed)."""
     with EmbeddedBroker() as broker:
         servers = broker.bootstrap_servers
         print(f"embedded broker on {servers} (in memory)", file=out)
@@ -104,52 +213,108 @@ async def run_demo(out: TextIO, timeout: float = 60.0) -> int:
             release_check_interval_ms=100,
             topics=Topics(),
         )
+        await ensure_topics(settings, servers)
+        topics = settings.topics
+        producer = AIOKafkaProducer(bootstrap_servers=servers, enable_idempotence=False)
+        await producer.start()
+        for snap in SNAPSHOTS:
+            key = f"{snap['world_id']}|{snap['strategy_id']}".encode()
+            await producer.send_and_wait(topics.snapshots, key=key, value=orjson.dumps(snap))
+        print(f"published {len(SNAPSHOTS)} snapshots (worlds alpha and beta)", file=out)
         app = RebalancerApp(settings)
         await app.start()
         print(f"service ready; metrics on http://127.0.0.1:{app.http.port}/metrics", file=out)
-        producer = AIOKafkaProducer(bootstrap_servers=servers, enable_idempotence=False)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers, group_id=None, auto_offset_reset="earliest"
-        )
-        await producer.start()
-        await consumer.start()
-        received = 0
+        venues: dict[str, PaperVenue] = {}
+        nodes: list[ExecutionNode] = []
+        loop = _Loop(servers, topics)
+        mismatches = -1
         try:
-            topics = settings.topics
-            parts = [
-                TopicPartition(topics.intents, p)
-                for p in consumer.partitions_for_topic(topics.intents) or []
-            ]
-            consumer.assign(parts)
-            for snap in SNAPSHOTS:
-                key = f"{snap['world_id']}|{snap['strategy_id']}".encode()
-                await producer.send_and_wait(topics.snapshots, key=key, value=orjson.dumps(snap))
-            await app.snapshot_reader.caught_up()
-            print(f"published {len(SNAPSHOTS)} snapshots (worlds alpha and beta)", file=out)
+            for name in VENUES:
+                venue = venues[name] = PaperVenue(
+                    name,
+                    PaperConfig(
+                        lot_size_by_symbol=LOTS,
+                        min_notional=10.0,
+                        fill_model="partial",
+                        partial_slices=2,
+                        fill_interval_ms=50,
+                    ),
+                )
+                venue.listener = _trace(name, loop.venue_lines)
+                node = ExecutionNode(
+                    servers,
+                    snapshots_topic=topics.snapshots,
+                    intents_topic=topics.intents,
+                    venue=venue,
+                    options=NodeOptions(group_id=f"demo-{tag}-execution-{name}"),
+                    on_restored=partial(_seed, venue),
+                )
+                await node.start()
+                nodes.append(node)
+            print(f"execution nodes ready on paper venues: {', '.join(VENUES)}", file=out)
+            await loop.start()
             for event in EVENTS:
                 await producer.send_and_wait(
                     topics.allocations, key=b"default", value=orjson.dumps(event)
                 )
                 print(f"\nevent {event['event_id']} ({event['type']}):", file=out)
-                expected = {"demo-world-move": 3, "demo-weights": 2}[event["event_id"]]
-                got = 0
-                deadline = time.monotonic() + timeout
-                while got < expected and time.monotonic() < deadline:
-                    batch = await consumer.getmany(timeout_ms=200)
-                    for records in batch.values():
-                        for record in records:
-                            intent = orjson.loads(record.value)
-                            print(_describe(intent), file=out)
-                            got += intent["event_id"] == event["event_id"]
-                received += got
-            print(f"\n{received} intents; stopping", file=out)
+
+                def planned(event_id: str = event["event_id"]) -> dict[str, Any] | None:
+                    return next(
+                        (
+                            p
+                            for p in loop.plans
+                            if p["status"] == "planned" and event_id in p["coalesced_event_ids"]
+                        ),
+                        None,
+                    )
+
+                loop.show_venues = False
+                await loop.until(lambda: planned() is not None, out, timeout)
+                plan = planned()
+                assert plan is not None
+                plan_id, n_intents = plan["plan_id"], len(plan["intent_ids"])
+                await loop.until(partial(_all_seen, loop, plan_id, n_intents), out, timeout)
+                print(f"  plan {plan_id[:8]}: {n_intents} intents; on the venues:", file=out)
+                loop.show_venues = True
+                await loop.until(partial(loop.converged, plan_id), out, timeout)
+                print(f"  plan {plan_id[:8]} reached", file=out)
+            mismatches = _final_report(loop, venues, out)
         finally:
-            await consumer.stop()
+            await loop.stop()
+            for node in nodes:
+                await node.stop()
+            for venue in venues.values():
+                await venue.close()
             await producer.stop()
             await app.stop()
-    return received
+    return mismatches
+
+
+def _seed(venue: PaperVenue, table: SnapshotTable) -> None:
+    venue.seed_from(table.snapshots())
+
+
+def _all_seen(loop: _Loop, plan_id: str, n: int) -> bool:
+    return sum(1 for i in loop.intents if i["plan_id"] == plan_id) >= n
+
+
+def _final_report(loop: _Loop, venues: dict[str, PaperVenue], out: TextIO) -> int:
+    """Each traded key's venue position against its last plan's target."""
+    targets: dict[tuple[str, str, str], float] = {}
+    for intent in loop.intents:  # in arrival order: the last plan's final leg wins
+        targets[(intent["world_id"], intent["venue"], intent["symbol"])] = intent["target_qty"]
+    print("\nfinal positions (venue) against the last targets:", file=out)
+    mismatches = 0
+    for (world, venue, symbol), target in sorted(targets.items()):
+        held = venues[venue].accounts.get(world, {}).get(symbol, 0.0)
+        ok = abs(held - target) <= 1e-9 * max(1.0, abs(target))
+        mismatches += not ok
+        mark = "ok" if ok else "DIFFERS"
+        print(f"  {world:6} {venue}:{symbol:9} {held:>10g}  target {target:<10g} {mark}", file=out)
+    print("loop closed: every position is at its target" if not mismatches else "", file=out)
+    return mismatches
 
 
 def main(out: TextIO) -> int:
-    received = asyncio.run(run_demo(out))
-    return 0 if received == 5 else 1
+    return 0 if asyncio.run(run_demo(out)) == 0 else 1

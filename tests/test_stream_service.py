@@ -415,8 +415,12 @@ async def test_metrics_and_health_over_http(rig: Rig) -> None:
 
 async def test_demo_runs_the_scenario_end_to_end() -> None:
     out = io.StringIO()
-    assert await run_demo(out) == 5
+    assert await run_demo(out) == 0  # no traded key away from its target
     text = out.getvalue()
+    assert "loop closed: every position is at its target" in text
+    assert "[okx] order alpha:SOLUSDT -66.6 reduce-only" in text
+    assert "snapshot beta/momentum reached plan" in text
+    assert text.count(" reached\n") == 2  # both plans
     assert "alpha  binance:BTCUSDT  adjust      0.9 -> 0.6      delta -0.3 reduce-only" in text
     assert "[carry +0.1, trend -0.4]" in text
     assert "beta   binance:BTCUSDT  adjust      0.5 -> 0.375    delta -0.125" in text

@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from typing import Literal
 import orjson
 
 from service.execution import VenueRules
+from service.state.stored_snapshot import StoredSnapshot
 
 from .base import Order, OrderStatus, OrderUpdate
 
@@ -70,6 +72,8 @@ class PaperVenue:
         self._random = random.Random(self.config.seed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._state_file = state_file
+        self.listener: Callable[[Order | OrderUpdate], None] | None = None
+        """Told of every order received and every update sent (for traces)."""
         if state_file is not None and state_file.exists():
             self._load(state_file)
 
@@ -92,12 +96,14 @@ class PaperVenue:
     async def place(self, order: Order) -> None:
         self.orders_placed += 1
         self.placed.append(order)
+        if self.listener is not None:
+            self.listener(order)
         reason = self._refusal(order)
         if reason is not None:
             self.rejections.append((order, reason))
             self._ids.add(order.order_id)
             self._save()
-            await self._updates.put(OrderUpdate(order, OrderStatus.REJECTED, reason=reason))
+            await self._send(OrderUpdate(order, OrderStatus.REJECTED, reason=reason))
             return
         self._ids.add(order.order_id)
         self._open[order.order_id] = _Open(order)
@@ -165,7 +171,7 @@ class PaperVenue:
             if done:
                 del self._open[order_id]
             self._save()
-            await self._updates.put(
+            await self._send(
                 OrderUpdate(
                     order,
                     OrderStatus.FILLED if done else OrderStatus.OPEN,
@@ -176,6 +182,19 @@ class PaperVenue:
             )
             if done:
                 return
+
+    async def _send(self, update: OrderUpdate) -> None:
+        if self.listener is not None:
+            self.listener(update)
+        await self._updates.put(update)
+
+    def seed_from(self, snapshots: Iterable[StoredSnapshot]) -> None:
+        """Give the accounts what the snapshots say they hold at this venue."""
+        for s in snapshots:
+            for p in s.positions():
+                if p.venue == self.name:
+                    held = self.accounts.get(s.world_id, {}).get(p.symbol, 0.0)
+                    self.seed_position(s.world_id, p.symbol, held + p.qty)
 
     async def close(self) -> None:
         for task in list(self._tasks):
