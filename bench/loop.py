@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import platform
 import statistics
 import subprocess
@@ -23,10 +22,10 @@ import time
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.stream import produce, settings_for, start_service, wait_ready
+from bench.stream import clients, produce, service_env, settings_for, start_service, wait_ready
 from consumers.embedded_broker import EmbeddedBroker
 from consumers.topics import ensure_topics
 from service.runtime import tune_allocator
@@ -38,6 +37,7 @@ SYMBOLS = 1_000
 
 
 def start_node(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``rebalancer execute`` on the paper venue (immediate fills)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -51,7 +51,7 @@ def start_node(env: dict[str, str]) -> subprocess.Popen[bytes]:
             "--heartbeat-ms",
             "60000",
         ],
-        env={**os.environ, **env},
+        env=env,
     )
 
 
@@ -79,18 +79,8 @@ async def bench(servers: str, rounds: int) -> None:
     ]
     await produce(servers, t.snapshots, snaps)
     service = start_service(settings)
-    node_env = {
-        "REBALANCER_BOOTSTRAP_SERVERS": servers,
-        "REBALANCER_GROUP_ID": settings.group_id,
-        **{f"REBALANCER_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()},
-    }
-    node = start_node(node_env)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=5
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=servers, enable_idempotence=False, linger_ms=0)
-    await consumer.start()
-    await producer.start()
+    node = start_node(service_env(settings))
+    consumer, producer = await clients(servers)
     try:
         await wait_ready(service, settings)
         parts = [

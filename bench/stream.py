@@ -164,12 +164,7 @@ async def bench_latency(servers: str, rounds: int) -> None:
     ]
     await produce(servers, t.snapshots, snaps)
     service = start_service(settings)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=5
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=servers, enable_idempotence=False, linger_ms=0)
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await clients(servers)
     try:
         await wait_ready(service, settings)
         parts = [
@@ -244,8 +239,20 @@ async def bench_latency(servers: str, rounds: int) -> None:
         service.wait(timeout=30)
 
 
-def start_service(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {
+async def clients(servers: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """A started consumer (no group, short fetch waits) and producer for measuring."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=5
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=servers, enable_idempotence=False, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    return consumer, producer
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a ``rebalancer`` process these settings."""
+    return {
         **os.environ,
         "REBALANCER_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
         "REBALANCER_GROUP_ID": settings.group_id,
@@ -253,6 +260,10 @@ def start_service(settings: Settings) -> subprocess.Popen[bytes]:
         "REBALANCER_PLAN_SETTLE_TIMEOUT_MS": str(settings.plan_settle_timeout_ms),
         **{f"REBALANCER_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()},
     }
+
+
+def start_service(settings: Settings) -> subprocess.Popen[bytes]:
+    env = service_env(settings)
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "run", "--log-level", "warning"], env=env
     )
