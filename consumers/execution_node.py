@@ -500,6 +500,19 @@ class ExecutionNode:
         while not self._stopping.is_set():
             await asyncio.sleep(self.options.heartbeat_ms / 1000)
             await self._publish(set(self._owners))
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forget what can no longer matter: ids of expired intents, plans no key follows
+        any more, and plans older than what every one of their owners has reached."""
+        self.book.forget_expired(self.clock())
+        following = {t.plan_id for t in self.book.keys.values()}
+        for plan_id, info in list(self._plans.items()):
+            reached = [self._converged.get(o) for o in info.owners]
+            if plan_id not in following or (
+                reached and all(r is not None and r[0] >= info.order for r in reached)
+            ):
+                del self._plans[plan_id]
 
 
 @dataclass

@@ -60,7 +60,7 @@ class Rig:
             intents_topic=self.t.intents,
             venue=venue,
             options=NodeOptions(
-                group_id=f"exec-{uuid.uuid4().hex[:6]}", heartbeat_ms=60_000, work_interval_ms=20
+                group_id=f"exec-{uuid.uuid4().hex[:6]}", heartbeat_ms=200, work_interval_ms=20
             ),
         )
         await node.start()
