@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import InputError
+from service.live.config import PolicySettings
 from service.planner import PlannerOptions
 from service.settings import DEFAULT_CONFIG, Settings, Topics, load_settings
 
@@ -15,12 +16,12 @@ from service.settings import DEFAULT_CONFIG, Settings, Topics, load_settings
 def test_default_toml_states_the_code_defaults() -> None:
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
     assert PlannerOptions.model_validate(data["planner"]) == PlannerOptions()
+    assert PolicySettings.model_validate(data["policies"]) == PolicySettings()
+    sections = {"planner", "topics", "policies"}
     defaults = {
-        name: field.default
-        for name, field in Settings.model_fields.items()
-        if name not in {"planner", "topics"}
+        name: field.default for name, field in Settings.model_fields.items() if name not in sections
     }
-    stated = {k: v for k, v in data.items() if k not in {"planner", "topics"}}
+    stated = {k: v for k, v in data.items() if k not in sections}
     assert stated == {k: v for k, v in defaults.items() if v is not None}
     assert Topics.model_validate(data["topics"]) == Topics()
 
