@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from service.engine import Work
+from service.engine import RebalanceEngine, Work
 from service.errors import InputError
 from service.messages import PlanRecord, PolicyRebalance, PositionSnapshot, topic_event_adapter
 from service.planner import PlannerOptions
@@ -243,3 +243,20 @@ def test_a_held_correction_that_cannot_be_planned_on_release_is_dropped(h: Harne
     assert work.records == []
     h.run(work)
     assert h.state.world("default", "a").held is None
+
+
+def test_a_policy_plan_left_half_published_is_resumed_or_replanned_with_the_same_ids(
+    h: Harness,
+) -> None:
+    drift_to(h, 130.0)
+    work = h.engine.on_event(policy(), T0 + 20)
+    assert work.pending is not None
+    h.state.apply(*work.pending)  # the write-ahead landed, then the process died
+    resumed = RebalanceEngine.resume(h.state.pending_plan("default"))
+    assert orjson.dumps(resumed.records) == orjson.dumps(work.records)
+    assert orjson.dumps(resumed.intents) == orjson.dumps(work.intents)
+    assert resumed.records[0]["policy"]["policy"] == "keep"
+    # had it died before the write-ahead, the event is planned again: same plan, same intents
+    again = h.engine.on_event(policy(), T0 + 99)
+    assert again.records[0]["plan_id"] == work.records[0]["plan_id"]
+    assert [i["intent_id"] for i in again.intents] == [i["intent_id"] for i in work.intents]
