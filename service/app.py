@@ -142,6 +142,17 @@ class RebalancerApp:
             compression=self.settings.compression,
         )
         await self.producer.start()
+        if self.policy_runner is not None:  # policy events go to the allocation topic
+            self.policy_producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=f"{client}-policies",
+                acks="all",
+                enable_idempotence=False,
+                compression_type=(
+                    None if self.settings.compression == "none" else self.settings.compression
+                ),
+            )
+            await self.policy_producer.start()
         self.snapshot_reader = TopicReader(
             self.bootstrap_servers, topics.snapshots, self._on_snapshots, client_id=client
         )
@@ -178,15 +189,6 @@ class RebalancerApp:
             asyncio.create_task(self._release_loop(), name="release"),
         ]
         if self.policy_runner is not None:
-            compression = self.settings.compression
-            self.policy_producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
-                client_id=f"{client}-policies",
-                acks="all",
-                enable_idempotence=False,
-                compression_type=None if compression == "none" else compression,
-            )
-            await self.policy_producer.start()
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="policies"))
             log.info("policies: %d rule(s) watching worlds", len(self.policy_runner.rules))
         log.info("ready: consuming %s as group %s", topics.allocations, self.settings.group_id)
