@@ -6,6 +6,11 @@ consumer group joins and ``/readyz`` turns ready. Per event, in this order: writ
 plan to the changelog, intents, plan record, state to the changelog, offset commit. A crash
 anywhere re-delivers the event: a plan found in the write-ahead is republished as it was; an
 event found applied is skipped; otherwise it is planned again on unchanged state, same ids.
+
+With ``policies.enabled``, a policy loop evaluates the rules of the portfolios this instance
+owns (every ``check_interval_ms``, and for a watched world when its snapshots change) and
+publishes each trigger as a ``policy_rebalance`` event to the allocation topic, keyed by
+portfolio: the consumer then carries it out like any other event.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import murmur2
@@ -33,7 +38,8 @@ from consumers.topics import ensure_topics
 from .engine import EngineOptions, RebalanceEngine, Work
 from .errors import InputError, describe
 from .http import OpsServer
-from .messages import allocation_event_adapter
+from .live.runner import PolicyRunner
+from .messages import topic_event_adapter
 from .metrics import Metrics
 from .settings import Settings
 from .state.allocations import AllocationState, ChangelogError
@@ -102,6 +108,11 @@ class RebalancerApp:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_dead_letters: list[tuple[ConsumerRecord[bytes, bytes], Exception, str]] = []
+        self.policy_runner = (
+            PolicyRunner(settings.policies, self.engine) if settings.policies.enabled else None
+        )
+        self.policy_wake = asyncio.Event()
+        self._dirty_worlds: set[str] = set()
         self._fault = os.environ.get(FAULT_ENV)
         if self._fault is not None and self._fault not in FAULT_STEPS:
             raise InputError(f"{FAULT_ENV}: expected one of {', '.join(FAULT_STEPS)}")
@@ -131,6 +142,17 @@ class RebalancerApp:
             compression=self.settings.compression,
         )
         await self.producer.start()
+        if self.policy_runner is not None:  # policy events go to the allocation topic
+            self.policy_producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=f"{client}-policies",
+                acks="all",
+                enable_idempotence=False,
+                compression_type=(
+                    None if self.settings.compression == "none" else self.settings.compression
+                ),
+            )
+            await self.policy_producer.start()
         self.snapshot_reader = TopicReader(
             self.bootstrap_servers, topics.snapshots, self._on_snapshots, client_id=client
         )
@@ -166,6 +188,9 @@ class RebalancerApp:
             asyncio.create_task(self._consume(), name="consume"),
             asyncio.create_task(self._release_loop(), name="release"),
         ]
+        if self.policy_runner is not None:
+            self._tasks.append(asyncio.create_task(self._policy_loop(), name="policies"))
+            log.info("policies: %d rule(s) watching worlds", len(self.policy_runner.rules))
         log.info("ready: consuming %s as group %s", topics.allocations, self.settings.group_id)
 
     async def run(self) -> None:
@@ -195,6 +220,7 @@ class RebalancerApp:
             getattr(self, "snapshot_reader", None),
             getattr(self, "changelog_reader", None),
             getattr(self, "producer", None),
+            getattr(self, "policy_producer", None),
         ):
             if closer is not None:
                 with contextlib.suppress(Exception):
@@ -208,6 +234,14 @@ class RebalancerApp:
     def _on_snapshots(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         if self.snapshots.ingest(records, self._reject_snapshot):
             self.wake.set()
+            if self.policy_runner is not None:
+                watched = self.policy_runner.worlds
+                for record in records:
+                    world = (record.key or b"").partition(b"|")[0].decode(errors="replace")
+                    if world in watched:
+                        self._dirty_worlds.add(world)
+                if self._dirty_worlds:
+                    self.policy_wake.set()
 
     def _reject_snapshot(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         reason = describe(exc) if isinstance(exc, ValidationError) else str(exc)
@@ -251,17 +285,26 @@ class RebalancerApp:
 
     # -- the work -----------------------------------------------------------------------------
 
-    def owned_portfolios(self) -> set[str]:
-        """Portfolios whose allocation partition this instance is assigned."""
+    def _assignment(self) -> tuple[set[int], int]:
+        """The allocation partitions assigned to this instance, and how many there are."""
         topic = self.settings.topics.allocations
         assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == topic}
-        partitions = self.consumer.partitions_for_topic(topic) or set()
-        if not assigned or not partitions:
+        return assigned, len(self.consumer.partitions_for_topic(topic) or ())
+
+    def owned_portfolios(self) -> set[str]:
+        """Portfolios whose allocation partition this instance is assigned."""
+        assigned, n = self._assignment()
+        if not assigned or not n:
             return set()
-        n = len(partitions)
         names = {p for p, _ in self.state.worlds} | set(self.state.portfolios)
         names |= set(self.state.pending)
         return {p for p in names if (murmur2(p.encode()) & 0x7FFFFFFF) % n in assigned}
+
+    def owns(self, portfolio_id: str) -> bool:
+        """Whether this instance is assigned the portfolio's allocation partition (where its
+        events, policy events included, are keyed)."""
+        assigned, n = self._assignment()
+        return bool(n) and (murmur2(portfolio_id.encode()) & 0x7FFFFFFF) % n in assigned
 
     async def _sync(self) -> None:
         """After an assignment change: catch up with the changelog (the previous owner's
@@ -304,7 +347,7 @@ class RebalancerApp:
         try:
             if record.value is None:
                 raise InputError("allocation event is empty (null value)")
-            event = allocation_event_adapter.validate_json(record.value)
+            event = topic_event_adapter.validate_json(record.value)
             work = self.engine.on_event(event, self.clock())
         except ValidationError as exc:
             await self._dead_letter(record, exc, describe(exc))
@@ -315,6 +358,9 @@ class RebalancerApp:
         if work.duplicate:
             self.metrics.events_duplicate.inc()
             return
+        if work.superseded:
+            self.metrics.policy_superseded.inc()
+            log.info("policy event %s measured before its world's latest plan", event.event_id)
         if work.before_mismatches:
             self.metrics.before_mismatch.inc(work.before_mismatches)
             log.warning(
@@ -372,9 +418,66 @@ class RebalancerApp:
                 for work in self.engine.releasable(self.clock(), self.owned_portfolios()):
                     started = time.perf_counter()
                     await self._carry_out(work)
-                    self.metrics.events_planned.inc(len(work.records[0]["coalesced_event_ids"]))
-                    self.metrics.plan_latency.observe(time.perf_counter() - started)
+                    if work.dropped is not None:
+                        self.metrics.policy_dropped.inc()
+                        log.warning("held policy correction dropped: %s", work.dropped)
+                    if work.records:
+                        planned = len(work.records[0]["coalesced_event_ids"])
+                        self.metrics.events_planned.inc(planned)
+                        self.metrics.plan_latency.observe(time.perf_counter() - started)
                 await self._update_gauges()
+
+    async def _policy_loop(self) -> None:
+        """Evaluate policies every ``check_interval_ms`` (all watched worlds) and when a watched
+        world's snapshots change (that world); publish what triggers."""
+        runner = self.policy_runner
+        assert runner is not None
+        interval = self.settings.policies.check_interval_ms / 1000
+        topic = self.settings.topics.allocations
+        next_full = 0.0
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.policy_wake.wait(), timeout=max(0.0, next_full - time.monotonic())
+                )
+            self.policy_wake.clear()
+            worlds: set[str] | None = None
+            if time.monotonic() >= next_full:
+                next_full = time.monotonic() + interval
+                self._dirty_worlds.clear()
+            else:
+                worlds, self._dirty_worlds = self._dirty_worlds, set()
+                if not worlds:
+                    continue
+            async with self.lock:  # between two pieces of work, never inside one
+                if self._stopping.is_set():
+                    return
+                if self.needs_sync and self.consumer.assignment():
+                    await self._sync()
+                now = self.clock()
+                evaluations = runner.evaluate(now, self.owns, worlds)
+            for ev in evaluations:
+                self.metrics.policy_evaluations.labels(ev.policy, ev.outcome).inc()
+                if ev.event is None:
+                    continue
+                log.info(
+                    "policy %s triggers world %s of %s: %s",
+                    ev.policy,
+                    ev.world_id,
+                    ev.portfolio_id,
+                    ev.detail,
+                )
+                try:
+                    await self.policy_producer.send_and_wait(
+                        topic,
+                        key=ev.portfolio_id.encode(),
+                        value=ev.event.model_dump_json().encode(),
+                    )
+                except KafkaError as exc:
+                    log.error("could not publish policy event %s: %s", ev.event.event_id, exc)
+                    continue
+                runner.published(ev.event, now)
+                self.metrics.policy_triggers.labels(ev.policy, ev.event.trigger).inc()
 
     async def _update_gauges(self) -> None:
         m = self.metrics

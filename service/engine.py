@@ -17,7 +17,13 @@ import numpy as np
 import orjson
 
 from .errors import InputError
-from .messages import StrategyWeightsUpdated, WorldAllocationsChanged
+from .live.measure import holdings, label
+from .messages import (
+    AllocationTarget,
+    PolicyRebalance,
+    StrategyWeightsUpdated,
+    WorldAllocationsChanged,
+)
 from .messages._types import SUM_TOLERANCE
 from .messages.allocation import AllocationEvent
 from .planner import (
@@ -27,11 +33,14 @@ from .planner import (
     PlanningContext,
     PlanningError,
     Rebalancer,
+    TargetWeightRebalancer,
     WorldChange,
+    WorldTargets,
 )
 from .planner.netting import TRADE
 from .planner.plan import key_intents, options_record
 from .state.allocations import (
+    POLICY_TRIGGERS_KEPT,
     AllocationState,
     HeldChange,
     HeldReason,
@@ -85,6 +94,10 @@ class Work:
     planned_worlds: list[str] = field(default_factory=list)
     before_mismatches: int = 0
     duplicate: bool = False
+    superseded: bool = False
+    """A policy event measured before its world's latest plan: recorded as applied, dropped."""
+    dropped: str | None = None
+    """Why a held policy correction could not be planned on release (it is dropped)."""
 
 
 def _sha(data: Any) -> str:
@@ -108,9 +121,11 @@ class RebalanceEngine:
 
     # -- events -------------------------------------------------------------------------------
 
-    def on_event(self, event: AllocationEvent, now_ms: int) -> Work:
+    def on_event(self, event: AllocationEvent | PolicyRebalance, now_ms: int) -> Work:
         """Decide what to do with one allocation change. Raises ``InputError`` when the event
         is invalid against the current state (the caller dead-letters it)."""
+        if isinstance(event, PolicyRebalance):
+            return self._on_policy(event, now_ms)
         portfolio_id = event.portfolio_id
         if self.state.was_applied(portfolio_id, event.event_id):
             return Work(duplicate=True)
@@ -247,6 +262,12 @@ class RebalanceEngine:
         reason: HeldReason,
         now_ms: int,
     ) -> HeldChange:
+        if held is not None and held.policy is not None:
+            # the world's target moves: the waiting policy correction gives way to it
+            fresh = RebalanceEngine._coalesce(None, req, event, equity, reason, now_ms)
+            return fresh.model_copy(
+                update={"event_ids": [*held.event_ids, event.event_id], "since": held.since}
+            )
         if held is None:
             return HeldChange(
                 event_ids=[event.event_id],
@@ -293,7 +314,13 @@ class RebalanceEngine:
                 continue
             ready.setdefault(portfolio_id, []).append(ws)
         out = []
-        for portfolio_id, states in ready.items():
+        for portfolio_id, candidates in ready.items():
+            for ws in candidates:
+                if ws.held is not None and ws.held.policy is not None:
+                    out.append(self._release_policy(ws, ws.held.policy, ws.held.event_ids, now_ms))
+            states = [ws for ws in candidates if ws.held is not None and ws.held.policy is None]
+            if not states:
+                continue
             work = Work()
             event_ids = [e for ws in states for e in (ws.held.event_ids if ws.held else [])]
             held = [ws.held for ws in states if ws.held]
@@ -397,35 +424,56 @@ class RebalanceEngine:
             plan = self.planner.plan(context)
         except PlanningError as exc:
             raise InputError(str(exc)) from None
+        self._commit(work, plan, portfolio_id, worlds, portfolio, event_ids, now_ms)
+
+    def _commit(
+        self,
+        work: Work,
+        plan: Plan,
+        portfolio_id: str,
+        worlds: dict[str, WorldState],
+        portfolio: PortfolioState,
+        event_ids: list[str],
+        now_ms: int,
+        *,
+        policy: PolicyRebalance | None = None,
+    ) -> None:
+        """Fill ``work`` with a plan's intents, record, write-ahead and new state.
+
+        A planned world's state is taken from ``worlds`` if there, else from the state. An
+        external change sets the world's allocations to the plan's; a policy's correction
+        leaves them as they are (the positions moved, not the targets).
+        """
         record, intents = plan.wire
+        if policy is not None:
+            record["policy"] = policy.model_dump(mode="json")
+        shared = plan.context.options.execution_mode == "shared_account"
         new_worlds = dict(worlds)
         affected_by_world = affected_strategies(plan)
         for scale in plan.worlds:
-            ws = self.state.world(portfolio_id, scale.world_id)
+            ws = worlds.get(scale.world_id) or self.state.world(portfolio_id, scale.world_id)
             world_plan = record["per_world"][scale.world_id]
             affected = affected_by_world.get(scale.world_id, [])
             has_intents = any(d["legs"] for d in world_plan["deltas"]) or (
                 shared and bool(record["global_deltas"])
             )
-            new_worlds[scale.world_id] = ws.model_copy(
-                update={
-                    "alloc": scale.alloc_after,
-                    "strategy_alloc": {
-                        s: w
-                        for s, w in scale.strategy_after.items()
-                        if w > 0 or s in ws.strategy_alloc
-                    },
-                    "in_flight": InFlight(
-                        plan_id=plan.plan_id,
-                        event_ids=event_ids,
-                        strategies=affected,
-                        planned_at=now_ms,
-                    )
-                    if has_intents
-                    else None,
-                    "held": None,
+            update: Json = {
+                "in_flight": InFlight(
+                    plan_id=plan.plan_id,
+                    event_ids=event_ids,
+                    strategies=affected,
+                    planned_at=now_ms,
+                )
+                if has_intents
+                else None,
+                "held": None,
+            }
+            if policy is None:
+                update["alloc"] = scale.alloc_after
+                update["strategy_alloc"] = {
+                    s: w for s, w in scale.strategy_after.items() if w > 0 or s in ws.strategy_alloc
                 }
-            )
+            new_worlds[scale.world_id] = ws.model_copy(update=update)
         state = [(world_key(portfolio_id, w), encode(s)) for w, s in new_worlds.items()]
         state.append((portfolio_key(portfolio_id), encode(portfolio)))
         # the write-ahead, serialised directly: the record is large and already plain data
@@ -442,17 +490,21 @@ class RebalanceEngine:
         work.records.append(record)
         work.pending = (pending_key(portfolio_id), pending)
         work.state = [*state, (pending_key(portfolio_id), None)]
-        work.planned_worlds = planned
+        work.planned_worlds = [scale.world_id for scale in plan.worlds]
 
     def _held_record(
-        self, event: AllocationEvent, held: list[str], worlds: dict[str, WorldState], now_ms: int
+        self,
+        event: AllocationEvent | PolicyRebalance,
+        held: list[str],
+        worlds: dict[str, WorldState],
+        now_ms: int,
     ) -> Json:
         """A plan record saying which worlds of ``event`` wait, why, and with what."""
         options = self.options.planner
         changes = {w: worlds[w].held for w in held}
         reasons = sorted({h.reason for h in changes.values() if h is not None})
         coalesced = [e for h in changes.values() if h is not None for e in h.event_ids]
-        return {
+        record: Json = {
             "schema_version": 1,
             "plan_id": "held-" + _sha(["held", event.portfolio_id, event.event_id, held]),
             "event_id": event.event_id,
@@ -471,6 +523,171 @@ class RebalanceEngine:
             "intent_ids": [],
             "timing": None,
         }
+        if isinstance(event, PolicyRebalance):
+            record["policy"] = event.model_dump(mode="json")
+        return record
+
+    # -- policies -----------------------------------------------------------------------------
+
+    def busy(self, ws: WorldState, now_ms: int) -> bool:
+        """Whether a world has work under way (a held change, a plan neither reached nor timed
+        out, a plan being written): a policy leaves it alone until then."""
+        return (
+            ws.held is not None
+            or self._waiting(ws, now_ms)
+            or ws.portfolio_id in self.state.pending
+        )
+
+    def _on_policy(self, event: PolicyRebalance, now_ms: int) -> Work:
+        """A policy's correction: dropped if measured before the world's latest plan, else
+        held or planned like any change, and remembered for the policy's limits."""
+        portfolio_id, world_id = event.portfolio_id, event.world_id
+        if self.state.was_applied(portfolio_id, event.event_id):
+            return Work(duplicate=True)
+        portfolio = AllocationState.with_applied(
+            self.state.portfolio(portfolio_id), [event.event_id]
+        )
+        ws = self.state.world(portfolio_id, world_id)
+        flight = ws.in_flight
+        if flight is not None and flight.planned_at >= event.occurred_at:
+            # the world was planned after the runner measured it: what it saw has moved
+            return Work(state=[(portfolio_key(portfolio_id), encode(portfolio))], superseded=True)
+        self._check_policy(event, ws, portfolio)
+        triggers = [*ws.policy_triggers, event.occurred_at][-POLICY_TRIGGERS_KEPT:]
+        ws = ws.model_copy(update={"policy_triggers": triggers})
+        work = Work()
+        reason = self._hold_reason(ws, now_ms)
+        if reason is not None:
+            ws = ws.model_copy(update={"held": _hold_policy(ws.held, event, reason, now_ms)})
+            work.held_worlds.append(world_id)
+            work.records.append(self._held_record(event, [world_id], {world_id: ws}, now_ms))
+            work.state = [
+                (world_key(portfolio_id, world_id), encode(ws)),
+                (portfolio_key(portfolio_id), encode(portfolio)),
+            ]
+            return work
+        self._plan_policy(work, event, ws, portfolio, [event.event_id], now_ms)
+        return work
+
+    @staticmethod
+    def _check_policy(event: PolicyRebalance, ws: WorldState, portfolio: PortfolioState) -> None:
+        """Refuse a policy event the state cannot carry out (it is dead-lettered)."""
+        target = event.target
+        if isinstance(target, AllocationTarget) or target.base == "allocation":
+            if ws.alloc is None:
+                raise InputError(
+                    f"world_id: the service has no allocation for world {event.world_id!r}; "
+                    f"policy {event.policy!r} has no target to bring it to"
+                )
+            if not portfolio.total_equity:
+                raise InputError(
+                    f"portfolio_id: portfolio {event.portfolio_id!r} has no known total equity "
+                    f"(set by world_allocations_changed); policy {event.policy!r} cannot "
+                    "weigh its worlds"
+                )
+
+    def _release_policy(
+        self, ws: WorldState, event: PolicyRebalance, event_ids: list[str], now_ms: int
+    ) -> Work:
+        """Plan a held policy correction now, measured now; drop it if it cannot be."""
+        work = Work()
+        portfolio = self.state.portfolio(ws.portfolio_id)
+        try:
+            self._check_policy(event, ws, portfolio)
+            self._plan_policy(work, event, ws, portfolio, event_ids, now_ms)
+        except InputError as exc:
+            freed = ws.model_copy(update={"held": None})
+            return Work(
+                state=[(world_key(ws.portfolio_id, ws.world_id), encode(freed))], dropped=str(exc)
+            )
+        return work
+
+    def _plan_policy(
+        self,
+        work: Work,
+        event: PolicyRebalance,
+        ws: WorldState,
+        portfolio: PortfolioState,
+        event_ids: list[str],
+        now_ms: int,
+    ) -> None:
+        """Measure the world on the current snapshots and plan it back to the target.
+
+        ``allocation``: the proportional planner from the measured weight to the allocation,
+        so every position scales by allocation / weight. ``weights``: the target-weight
+        planner, each asset to ``weight x base / mark``.
+        """
+        world_id, portfolio_id = ws.world_id, ws.portfolio_id
+        options = self.options.planner
+        shared = options.execution_mode == "shared_account"
+        positions = self.snapshots.positions(None if shared else [world_id])
+        held = holdings(positions, world_id)
+        if held.missing_marks:
+            missing = ", ".join(label(k) for k in held.missing_marks)
+            raise InputError(f"world {world_id!r}: no mark for {missing}; cannot measure it")
+        equity = portfolio.total_equity or 0.0
+        target = event.target
+        planner: Rebalancer
+        if isinstance(target, AllocationTarget):
+            assert ws.alloc is not None  # _check_policy
+            weight = held.value(target.measure) / equity
+            if not weight > 0:
+                raise InputError(
+                    f"world {world_id!r}: its {target.measure} value is {weight * equity:.12g}; "
+                    "there is nothing to scale to its allocation"
+                )
+            change = WorldChange(world_id, alloc_before=weight, alloc_after=ws.alloc)
+            planner = self.planner
+        else:
+            base = (ws.alloc or 0.0) * equity if target.base == "allocation" else held.value("net")
+            if not base > 0:
+                raise InputError(
+                    f"world {world_id!r}: its {target.base} base is {base:.12g}; "
+                    "target weights need a positive base"
+                )
+            marks = held.marks()
+            keys = [(w.venue, w.symbol) for w in target.weights]
+            unpriced = [label(k) for k in keys if k not in marks]
+            if unpriced:
+                raise InputError(
+                    f"world {world_id!r}: no mark for target asset(s) {', '.join(unpriced)} "
+                    "(a snapshot position of quantity 0 with a mark gives one)"
+                )
+            targets = WorldTargets(
+                weights={(w.venue, w.symbol): w.weight for w in target.weights},
+                equity=base,
+                marks={k: marks[k] for k in keys},
+                strategy_id=target.strategy_id,
+            )
+            change = WorldChange(world_id, alloc_before=ws.alloc, alloc_after=ws.alloc)
+            try:
+                planner = TargetWeightRebalancer({world_id: targets})
+            except PlanningError as exc:
+                raise InputError(str(exc)) from None
+        trigger = {
+            "event": event.model_dump(mode="json"),
+            "event_ids": event_ids,
+            "changes": [vars(change)],
+        }
+        context = PlanningContext(
+            event_id=event_ids[-1],
+            portfolio_id=portfolio_id,
+            occurred_at=event.occurred_at,
+            total_equity=equity,
+            changes=(change,),
+            positions=positions,
+            options=options,
+            trigger=orjson.dumps(trigger, option=orjson.OPT_SORT_KEYS),
+            created_at=now_ms,
+            coalesced_event_ids=tuple(event_ids),
+        )
+        try:
+            plan = planner.plan(context)
+        except PlanningError as exc:
+            raise InputError(str(exc)) from None
+        self._commit(
+            work, plan, portfolio_id, {world_id: ws}, portfolio, event_ids, now_ms, policy=event
+        )
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -487,6 +704,25 @@ class RebalanceEngine:
         state.append((portfolio_key(portfolio_id), encode(pending.portfolio)))
         state.append((pending_key(portfolio_id), None))
         return Work(intents=intents, records=[record], state=state)
+
+
+def _hold_policy(
+    held: HeldChange | None, event: PolicyRebalance, reason: HeldReason, now_ms: int
+) -> HeldChange:
+    """A policy event joins the world's held work: it waits alone, replaces an older policy
+    event, or gives way to a waiting external change (which moves the target anyway)."""
+    if held is None:
+        return HeldChange(
+            event_ids=[event.event_id],
+            reason=reason,
+            since=now_ms,
+            occurred_at=event.occurred_at,
+            policy=event,
+        )
+    update: Json = {"event_ids": [*held.event_ids, event.event_id]}
+    if held.policy is not None:
+        update.update(policy=event, occurred_at=event.occurred_at)
+    return held.model_copy(update=update)
 
 
 def affected_strategies(plan: Plan) -> dict[str, list[str]]:

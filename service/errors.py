@@ -6,7 +6,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-_UNION_TAGS = {"world_allocations_changed", "strategy_weights_updated"}
+_UNION_TAGS = {"world_allocations_changed", "strategy_weights_updated", "policy_rebalance"}
+_FIELD_TAGS = {
+    "trigger": {"band", "calendar", "hybrid", "regime"},
+    "target": {"allocation", "weights"},
+}
+"""Tags of the unions inside a policy (config and events): dropped from a path only right
+after the field that holds the union, since ``band`` or ``weights`` are field names too."""
 
 
 class InputError(ValueError):
@@ -22,10 +28,13 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     """Render a pydantic error as ``path: message`` lines, union tags and noise removed."""
     lines = []
     for item in error.errors(include_url=False):
+        loc = item["loc"]
         path = ".".join(
             str(part)
-            for part in item["loc"]
-            if part not in _UNION_TAGS and not str(part).startswith("function-")
+            for i, part in enumerate(loc)
+            if part not in _UNION_TAGS
+            and not str(part).startswith("function-")
+            and not (i and part in _FIELD_TAGS.get(str(loc[i - 1]), ()))
         )
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "value_error" and ": " in message:

@@ -86,6 +86,28 @@ class Metrics:
             "rebalancer_worlds_held", "Worlds with held allocation changes.", registry=r
         )
         self.ready = Gauge("rebalancer_ready", "1 once state is restored.", registry=r)
+        self.policy_evaluations = Counter(
+            "rebalancer_policy_evaluations",
+            "Policy evaluations of a world, by policy and outcome (triggered, in_band, ...).",
+            ["policy", "outcome"],
+            registry=r,
+        )
+        self.policy_triggers = Counter(
+            "rebalancer_policy_triggers",
+            "Policy events published to the allocation topic, by policy and trigger.",
+            ["policy", "trigger"],
+            registry=r,
+        )
+        self.policy_superseded = Counter(
+            "rebalancer_policy_superseded",
+            "Policy events dropped: measured before their world's latest plan.",
+            registry=r,
+        )
+        self.policy_dropped = Counter(
+            "rebalancer_policy_dropped",
+            "Held policy corrections that could not be planned when released.",
+            registry=r,
+        )
 
     def count_snapshots(self, counts: SnapshotCounts) -> None:
         """Export the snapshot table's own counters (it counts per record far more cheaply

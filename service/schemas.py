@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
-from .messages import DeadLetter, DeltaIntent, PlanRecord, PositionSnapshot
+from .messages import DeadLetter, DeltaIntent, PlanRecord, PolicyRebalance, PositionSnapshot
 from .messages.allocation import AllocationEvent
 from .request import PlanRequest, QmtlPlanRequest
 
@@ -17,6 +17,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 _SOURCES: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "position_snapshot": PositionSnapshot,
     "allocation_event": TypeAdapter(AllocationEvent),
+    "policy_rebalance": PolicyRebalance,
     "delta_intent": DeltaIntent,
     "plan_record": PlanRecord,
     "dead_letter": DeadLetter,

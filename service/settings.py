@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from .errors import InputError, describe
+from .live.config import PolicySettings
 from .planner import PlannerOptions
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
@@ -68,6 +69,19 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
+    policies: PolicySettings = PolicySettings()
+
+    @model_validator(mode="after")
+    def _policies_fit_the_planner(self) -> Settings:
+        if self.planner.execution_mode != "shared_account" or not self.policies.enabled:
+            return self
+        for i, rule in enumerate(self.policies.rules):
+            if rule.target.kind == "weights":
+                raise ValueError(
+                    f"policies.rules.{i}.target: weights targets are planned per world; "
+                    "planner.execution_mode shared_account cannot carry them out"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

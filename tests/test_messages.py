@@ -13,8 +13,10 @@ from service.messages import (
     DeadLetter,
     DeltaIntent,
     PlanRecord,
+    PolicyRebalance,
     PositionSnapshot,
     allocation_event_adapter,
+    topic_event_adapter,
 )
 from service.planner import WorldChange
 from tests.helpers import plan_rows
@@ -286,3 +288,65 @@ def test_dead_letter_round_trips() -> None:
         failed_at=1,
     )
     assert DeadLetter.model_validate_json(letter.model_dump_json()) == letter
+
+
+def policy_event(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type": "policy_rebalance",
+        "event_id": "policy:keep:a:t60000",
+        "occurred_at": 60_000,
+        "world_id": "a",
+        "policy": "keep",
+        "trigger": "band",
+        "target": {"kind": "allocation"},
+    }
+    return {**base, **fields}
+
+
+def topic_error(data: dict[str, Any]) -> str:
+    with pytest.raises(ValidationError) as info:
+        topic_event_adapter.validate_json(orjson.dumps(data))
+    return describe(info.value)
+
+
+def test_the_allocation_topic_carries_policy_events_too() -> None:
+    event = topic_event_adapter.validate_json(orjson.dumps(policy_event()))
+    assert isinstance(event, PolicyRebalance)
+    assert event.target.kind == "allocation"
+    assert event.target.measure == "gross"
+    external = topic_event_adapter.validate_json(orjson.dumps(world_event()))
+    assert external.type == "world_allocations_changed"
+    # the plan command's requests (external events) do not take them
+    assert "does not match any of the expected tags" in event_error(policy_event())
+
+
+def weights(*items: tuple[str | None, str, float]) -> dict[str, Any]:
+    return {
+        "kind": "weights",
+        "weights": [{"venue": v, "symbol": s, "weight": w} for v, s, w in items],
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"trigger": "whim"}, "trigger: Input should be 'band', 'calendar', 'hybrid' or 'regime'"),
+        ({"target": {"kind": "vibes"}}, "target: Input tag 'vibes' found using 'kind'"),
+        ({"target": {"kind": "allocation", "measure": "abs"}}, "target.measure: Input should be"),
+        (
+            {"target": weights(("v", "X", 0.7), ("v", "Y", 0.4))},
+            "target: weights: target weights add up to 1.1, above 1",
+        ),
+        (
+            {"target": weights(("v", "X", 0.2), ("v", "X", 0.3))},
+            "target: weights.1: v:X is named twice",
+        ),
+        ({"target": weights(("v", "X", -0.1))}, "target.weights.0.weight: Input should be greater"),
+        ({"target": {"kind": "weights", "weights": []}}, "target.weights: List should have at"),
+        ({"measured": {"a": None}}, "measured.a: Input should be a valid number"),
+        ({"world_id": "a|b"}, "world_id: String should match pattern"),
+        ({"extra": 1}, "extra: Extra inputs are not permitted"),
+    ],
+)
+def test_policy_event_rules(fields: dict[str, Any], expected: str) -> None:
+    assert expected in topic_error(policy_event(**fields))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import orjson
 import pytest
 
 from service.errors import InputError
+from service.live.config import PolicySettings
 from service.planner import PlannerOptions
 from service.settings import DEFAULT_CONFIG, Settings, Topics, load_settings
 
@@ -15,12 +17,12 @@ from service.settings import DEFAULT_CONFIG, Settings, Topics, load_settings
 def test_default_toml_states_the_code_defaults() -> None:
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
     assert PlannerOptions.model_validate(data["planner"]) == PlannerOptions()
+    assert PolicySettings.model_validate(data["policies"]) == PolicySettings()
+    sections = {"planner", "topics", "policies"}
     defaults = {
-        name: field.default
-        for name, field in Settings.model_fields.items()
-        if name not in {"planner", "topics"}
+        name: field.default for name, field in Settings.model_fields.items() if name not in sections
     }
-    stated = {k: v for k, v in data.items() if k not in {"planner", "topics"}}
+    stated = {k: v for k, v in data.items() if k not in sections}
     assert stated == {k: v for k, v in defaults.items() if v is not None}
     assert Topics.model_validate(data["topics"]) == Topics()
 
@@ -71,4 +73,76 @@ def test_missing_or_malformed_config_file(monkeypatch: pytest.MonkeyPatch, tmp_p
     broken.write_text("[planner\n")
     monkeypatch.setenv("REBALANCER_CONFIG_FILE", str(broken))
     with pytest.raises(InputError, match="config:"):
+        load_settings()
+
+
+def _rule(**fields: object) -> dict[str, object]:
+    return {
+        "name": "r",
+        "worlds": ["a"],
+        "trigger": {"kind": "band", "threshold": 0.05},
+        "target": {"kind": "allocation"},
+        **fields,
+    }
+
+
+def test_policies_are_off_by_default_and_load_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().policies.enabled is False
+    monkeypatch.setenv("REBALANCER_POLICIES__ENABLED", "true")
+    monkeypatch.setenv("REBALANCER_POLICIES__RULES", orjson.dumps([_rule()]).decode())
+    policies = load_settings().policies
+    assert policies.enabled is True
+    (rule,) = policies.rules
+    assert (rule.name, rule.worlds, rule.trigger.kind, rule.target.kind) == (
+        "r",
+        ("a",),
+        "band",
+        "allocation",
+    )
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ([], r"policies: rules: policies are enabled but no rule is configured"),
+        (
+            [_rule(trigger={"kind": "band", "threshold": -0.1})],
+            r"policies\.rules\.0\.trigger\.threshold: Input should be greater than or equal to 0",
+        ),
+        (
+            [_rule(trigger={"kind": "hybrid", "every": "fortnightly", "threshold": 0.1})],
+            r"policies\.rules\.0\.trigger\.every: cadence: unknown cadence 'fortnightly'",
+        ),
+        ([_rule(trigger={"kind": "whim"})], r"policies\.rules\.0\.trigger: Input tag 'whim'"),
+        ([_rule(max_trades=65)], r"policies\.rules\.0\.max_trades: Input should be less"),
+        ([_rule(name="has space")], r"policies\.rules\.0\.name: String should match pattern"),
+        (
+            [_rule(), _rule(name="s", worlds=["b", "a"])],
+            r"policies: rules\.1\.worlds: world 'a' of portfolio 'default' is already watched",
+        ),
+        ([_rule(), _rule()], r"policies: rules\.1\.name: 'r' is used by another rule"),
+        (
+            [_rule(target={"kind": "weights", "weights": [{"venue": "v", "symbol": "X"}]})],
+            r"policies\.rules\.0\.target\.weights\.0\.weight: Field required",
+        ),
+    ],
+)
+def test_bad_policies_are_refused_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, rules: list[dict[str, object]], expected: str
+) -> None:
+    monkeypatch.setenv("REBALANCER_POLICIES__ENABLED", "true")
+    monkeypatch.setenv("REBALANCER_POLICIES__RULES", orjson.dumps(rules).decode())
+    with pytest.raises(InputError, match=expected):
+        load_settings()
+
+
+def test_weights_targets_need_per_world_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = {"kind": "weights", "weights": [{"venue": "v", "symbol": "X", "weight": 1.0}]}
+    monkeypatch.setenv("REBALANCER_POLICIES__ENABLED", "true")
+    monkeypatch.setenv("REBALANCER_POLICIES__RULES", orjson.dumps([_rule(target=target)]).decode())
+    monkeypatch.setenv("REBALANCER_PLANNER__EXECUTION_MODE", "shared_account")
+    monkeypatch.setenv("REBALANCER_PLANNER__ALLOW_SHARED_ACCOUNT", "true")
+    with pytest.raises(InputError, match=r"policies\.rules\.0\.target: weights targets"):
         load_settings()

@@ -19,11 +19,21 @@ from .plan import (
     PlanTiming,
     WorldPlan,
 )
+from .policy import (
+    AllocationTarget,
+    AssetWeight,
+    PolicyRebalance,
+    PolicyTarget,
+    WeightsTarget,
+)
 from .snapshot import Position, PositionSnapshot
+from .topic import TopicEvent, topic_event_adapter
 
 __all__ = [
     "SCHEMA_VERSION",
     "AllocationEvent",
+    "AllocationTarget",
+    "AssetWeight",
     "DeadLetter",
     "DeltaIntent",
     "DropReason",
@@ -35,11 +45,16 @@ __all__ = [
     "PlanRecord",
     "PlanTiming",
     "PlannedLeg",
+    "PolicyRebalance",
+    "PolicyTarget",
     "Position",
     "PositionSnapshot",
     "StrategyDelta",
     "StrategyWeightsUpdated",
+    "TopicEvent",
+    "WeightsTarget",
     "WorldAllocationsChanged",
     "WorldPlan",
     "allocation_event_adapter",
+    "topic_event_adapter",
 ]

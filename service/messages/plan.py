@@ -12,6 +12,7 @@ from pydantic import Field
 
 from ._types import EpochMs, Message, Name, NonNegative, Positive, Quantity, SchemaVersion
 from .intent import Leg, StrategyDelta
+from .policy import PolicyRebalance
 
 DropReason = Literal["below_min_notional", "rounded_to_zero", "missing_mark", "held", "unchanged"]
 WeightsSource = Literal["request", "current", "snapshots", "none"]
@@ -119,3 +120,8 @@ class PlanRecord(Message):
     )
     intent_ids: list[Name]
     timing: PlanTiming | None = None
+    policy: PolicyRebalance | None = Field(
+        default=None,
+        description="The policy event that caused this plan, when a policy of the service "
+        "triggered it (absent for external allocation changes).",
+    )

@@ -20,9 +20,13 @@ from pydantic import Field, ValidationError
 
 from ..errors import describe
 from ..messages._types import EpochMs, Message, Name, NonNegative, Ratio
+from ..messages.policy import PolicyRebalance
 
 APPLIED_EVENTS_KEPT = 2_000
 """How many recent event ids a portfolio remembers, to recognise re-delivered events."""
+
+POLICY_TRIGGERS_KEPT = 64
+"""How many recent policy triggers a world remembers (for cooldowns and trade limits)."""
 
 HeldReason = Literal["plan_in_flight", "stale_snapshots"]
 
@@ -40,6 +44,9 @@ class HeldChange(Message):
     """Allocation changes waiting for a world's plan in flight or for fresh snapshots.
 
     Later changes coalesce into it: the newest world allocation wins, strategy weights merge.
+    A policy's correction waits here too (``policy``) and is planned on release, measured
+    then; an external change that joins it replaces it (the world's target moved), and a
+    newer policy event replaces an older one.
     """
 
     event_ids: list[Name]
@@ -53,6 +60,7 @@ class HeldChange(Message):
     strategy_before: dict[Name, Ratio] | None = None
     total_equity: NonNegative | None = None
     occurred_at: EpochMs
+    policy: PolicyRebalance | None = None
 
 
 class WorldState(Message):
@@ -64,6 +72,10 @@ class WorldState(Message):
     strategy_alloc: dict[Name, Ratio] = Field(default_factory=dict)
     in_flight: InFlight | None = None
     held: HeldChange | None = None
+    policy_triggers: list[EpochMs] = Field(
+        default_factory=list,
+        description="When policy events for this world were accepted, oldest first.",
+    )
 
 
 class PortfolioState(Message):

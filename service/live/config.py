@@ -1,0 +1,157 @@
+"""The ``policies`` section of the settings: which policy watches which world, and how.
+
+Off by default. Each rule names a portfolio, the worlds it watches (each evaluated on its
+own), a trigger and a target; a world is watched by at most one rule, so two policies never
+pull it in different directions. Everything is checked when the settings load, and an error
+names the key (``policies.rules.0.trigger.threshold: ...``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..messages._types import Name
+from ..messages.policy import PolicyTarget
+from ..policies.calendar import Cadence, cadence
+from ..policies.regimes import DEFAULT_REGIMES
+from ..state.allocations import POLICY_TRIGGERS_KEPT
+
+Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Cadenced(_Config):
+    every: Cadence = "monthly"
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _cadence(cls, value: object) -> object:
+        return cadence(value) if isinstance(value, str) else value
+
+
+class BandTrigger(_Config):
+    """Act whenever the world (or one of its assets) is out of band."""
+
+    kind: Literal["band"]
+    mode: Literal["absolute", "relative"] = "absolute"
+    threshold: Threshold
+
+
+class CalendarTrigger(_Cadenced):
+    """Act once per calendar period (UTC), whatever the drift."""
+
+    kind: Literal["calendar"]
+
+
+class HybridTrigger(_Cadenced):
+    """Look once per calendar period (the first time the world can be measured in it) and
+    act only if it is out of band then."""
+
+    kind: Literal["hybrid"]
+    mode: Literal["absolute", "relative"] = "absolute"
+    threshold: Threshold
+
+
+class RegimeLevel(_Cadenced):
+    """One volatility regime: from which annualized volatility, its cadence and band."""
+
+    name: Name
+    from_volatility: Threshold
+    band: Threshold
+
+
+class RegimeTrigger(_Config):
+    """A hybrid whose cadence and band follow the volatility regime of the world's assets
+    (an equal-weight basket of their marks, sampled every ``sample_ms``)."""
+
+    kind: Literal["regime"]
+    mode: Literal["absolute", "relative"] = "relative"
+    window: int = Field(default=30, ge=2, description="Returns in the volatility window.")
+    sample_ms: int = Field(default=86_400_000, gt=0, description="Spacing of mark samples.")
+    periods_per_year: float = Field(default=365.0, gt=0, allow_inf_nan=False)
+    regimes: tuple[RegimeLevel, ...] = Field(
+        default=tuple(
+            RegimeLevel(
+                name=r.name, from_volatility=r.from_volatility, every=r.cadence, band=r.band
+            )
+            for r in DEFAULT_REGIMES
+        ),
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _increasing(self) -> RegimeTrigger:
+        starts = [r.from_volatility for r in self.regimes]
+        if any(b <= a for a, b in itertools.pairwise(starts)):
+            raise ValueError(f"regimes: from_volatility must increase, got {starts}")
+        return self
+
+
+TriggerConfig = Annotated[
+    BandTrigger | CalendarTrigger | HybridTrigger | RegimeTrigger, Field(discriminator="kind")
+]
+
+
+class PolicyRule(_Config):
+    """One policy: a trigger and a target for some worlds of a portfolio, with limits."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Used in event ids.")
+    portfolio_id: Name = "default"
+    worlds: tuple[Name, ...] = Field(min_length=1)
+    trigger: TriggerConfig
+    target: PolicyTarget
+    cooldown_ms: int = Field(default=0, ge=0, description="Least time between two triggers.")
+    max_trades: int | None = Field(default=None, ge=1, le=POLICY_TRIGGERS_KEPT)
+    per: Cadence = "daily"
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _per(cls, value: object) -> object:
+        return cadence(value) if isinstance(value, str) else value
+
+    @field_validator("worlds")
+    @classmethod
+    def _distinct(cls, worlds: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(worlds)) != len(worlds):
+            raise ValueError(f"a world is named twice in {list(worlds)}")
+        return worlds
+
+
+class PolicySettings(_Config):
+    """The live policy runner: off unless ``enabled``."""
+
+    enabled: bool = False
+    check_interval_ms: int = Field(
+        default=60_000, gt=0, description="Every rule is evaluated this often (and on snapshots)."
+    )
+    max_snapshot_age_ms: int = Field(
+        default=300_000,
+        gt=0,
+        description="A world whose oldest snapshot is older than this is not evaluated.",
+    )
+    rules: tuple[PolicyRule, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicySettings:
+        if self.enabled and not self.rules:
+            raise ValueError("rules: policies are enabled but no rule is configured")
+        names: set[str] = set()
+        watched: dict[tuple[str, str], str] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.name in names:
+                raise ValueError(f"rules.{i}.name: {rule.name!r} is used by another rule")
+            names.add(rule.name)
+            for world in rule.worlds:
+                other = watched.setdefault((rule.portfolio_id, world), rule.name)
+                if other != rule.name:
+                    raise ValueError(
+                        f"rules.{i}.worlds: world {world!r} of portfolio "
+                        f"{rule.portfolio_id!r} is already watched by rule {other!r}"
+                    )
+        return self

@@ -1,0 +1,334 @@
+"""The policy runner: evaluates the configured policies against the live state, pure.
+
+On every check (a timer, and a world's snapshot updates) it answers, per rule and watched
+world of a portfolio this instance owns, one ``Evaluation``: triggered (with the event to
+publish) or why not. It never plans: a triggered policy becomes a ``policy_rebalance`` event
+that the service publishes to the allocation topic, so the engine plans, holds, records and
+recovers it like any change. What keeps a policy from firing twice:
+
+- a world with work under way (held change, plan not yet reached) is not evaluated, nor one
+  whose last published event has not been applied yet;
+- event ids are deterministic per policy, world and time bucket (the calendar period, or the
+  check interval for a band), so a second instance or a restart in the same bucket publishes
+  an id the engine already applied;
+- the engine drops a policy event measured before its world's latest plan;
+- cooldowns and trade limits count the triggers the world's state remembers (changelog).
+
+Stale or missing marks never trigger: a world whose oldest snapshot is older than
+``max_snapshot_age_ms``, or that holds a key without a mark, is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..engine import RebalanceEngine
+from ..messages import AllocationTarget, PolicyRebalance
+from ..policies.calendar import Cadence, period_numbers
+from ..policies.regimes import Regime, VolatilityRegimes
+from ..policies.triggers import DriftBand
+from ..state.allocations import WorldState
+from .config import (
+    BandTrigger,
+    CalendarTrigger,
+    HybridTrigger,
+    PolicyRule,
+    PolicySettings,
+    RegimeTrigger,
+)
+from .measure import WorldHoldings, holdings, label
+
+Outcome = Literal[
+    "triggered",
+    "in_band",
+    "not_due",
+    "throttled",
+    "busy",
+    "pending",
+    "stale",
+    "missing_mark",
+    "no_allocation",
+    "no_equity",
+    "no_positions",
+]
+DAY_MS = 86_400_000
+WORLD = "world"
+"""The one 'asset' of an allocation target: the world's weight of total equity."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One rule's answer for one world at one moment."""
+
+    policy: str
+    portfolio_id: str
+    world_id: str
+    outcome: Outcome
+    detail: str = ""
+    event: PolicyRebalance | None = None
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What a trigger does now: look on a calendar (``cadence``), act out of a band."""
+
+    kind: Literal["band", "calendar", "hybrid", "regime"]
+    cadence: Cadence | None
+    band: DriftBand | None
+
+
+def period(now_ms: int, cadence: Cadence) -> int:
+    """The calendar period (UTC) that ``now_ms`` falls in."""
+    day = np.array([now_ms // DAY_MS], dtype="datetime64[D]")
+    return int(period_numbers(day, cadence)[0])
+
+
+def event_id(rule: str, world_id: str, bucket: str) -> str:
+    """``policy:{rule}:{world}:{bucket}``, the world hashed if the id would be too long."""
+    eid = f"policy:{rule}:{world_id}:{bucket}"
+    if len(eid) <= 200:
+        return eid
+    digest = hashlib.sha256(world_id.encode()).hexdigest()[:16]
+    return f"policy:{rule}:{digest}:{bucket}"
+
+
+class PolicyRunner:
+    """Evaluates every configured policy; remembers only what it published and looked at."""
+
+    def __init__(self, settings: PolicySettings, engine: RebalanceEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.rules = settings.rules
+        self.worlds = {w for rule in self.rules for w in rule.worlds}
+        """Every watched world id (snapshots of other worlds never cause an evaluation)."""
+        self.outstanding_ms = max(2 * settings.check_interval_ms, 30_000)
+        """How long a published event blocks its world before it is given up on (one that
+        was dead-lettered is never applied)."""
+        self._published: dict[tuple[str, str], tuple[str, int]] = {}
+        self._looked: dict[tuple[str, str], tuple[Cadence, int]] = {}
+        self._samples: dict[tuple[str, str], deque[tuple[int, dict[str, float]]]] = {}
+
+    def published(self, event: PolicyRebalance, now_ms: int) -> None:
+        """Note an event as published: its world waits until the engine has applied it."""
+        self._published[(event.portfolio_id, event.world_id)] = (event.event_id, now_ms)
+
+    def evaluate(
+        self,
+        now_ms: int,
+        owns: Callable[[str], bool],
+        worlds: Collection[str] | None = None,
+    ) -> list[Evaluation]:
+        """Evaluate the rules of owned portfolios, for ``worlds`` only when given."""
+        out = []
+        for rule in self.rules:
+            if not owns(rule.portfolio_id):
+                continue
+            for world_id in rule.worlds:
+                if worlds is None or world_id in worlds:
+                    out.append(self._evaluate(rule, world_id, now_ms))
+        return out
+
+    # -- one world ------------------------------------------------------------------------------
+
+    def _evaluate(self, rule: PolicyRule, world_id: str, now_ms: int) -> Evaluation:
+        portfolio_id = rule.portfolio_id
+        key = (portfolio_id, world_id)
+        state = self.engine.state
+
+        def answer(outcome: Outcome, detail: str = "") -> Evaluation:
+            return Evaluation(rule.name, portfolio_id, world_id, outcome, detail)
+
+        sent = self._published.get(key)
+        if sent is not None:
+            eid, at = sent
+            if state.was_applied(portfolio_id, eid) or now_ms - at > self.outstanding_ms:
+                del self._published[key]
+            else:
+                return answer("pending", f"event {eid} published, not applied yet")
+        ws = state.world(portfolio_id, world_id)
+        if self.engine.busy(ws, now_ms):
+            return answer("busy", "a held change or a plan not yet reached")
+        target = rule.target
+        equity = state.portfolio(portfolio_id).total_equity or 0.0
+        if isinstance(target, AllocationTarget) or target.base == "allocation":
+            if ws.alloc is None:
+                return answer("no_allocation", "the service has no allocation for the world")
+            if not equity > 0:
+                return answer("no_equity", "the portfolio's total equity is not known")
+        last = ws.policy_triggers[-1] if ws.policy_triggers else None
+        look = None if isinstance(rule.trigger, RegimeTrigger) else self._look(rule)
+        if look is not None and (why := self._not_due(look, key, last, now_ms)):
+            return answer("not_due", why)
+        oldest = self.engine.snapshots.oldest_as_of(world_id)
+        age_limit = self.settings.max_snapshot_age_ms
+        if oldest is not None and now_ms - oldest > age_limit:
+            return answer("stale", f"oldest snapshot is {now_ms - oldest} ms old (> {age_limit})")
+        held = holdings(self.engine.snapshots.positions([world_id]), world_id)
+        if held.missing_marks:
+            missing = ", ".join(label(k) for k in held.missing_marks)
+            return answer("missing_mark", f"no mark for {missing}")
+        measured = self._measure(rule, ws, held, equity)
+        if isinstance(measured, str):
+            outcome: Outcome = "missing_mark" if measured.startswith("no mark") else "no_positions"
+            return answer(outcome, measured)
+        weights, targets = measured
+        if look is None:  # a regime: its cadence and band come from the marks just measured
+            assert isinstance(rule.trigger, RegimeTrigger)
+            regime = self.regime(rule, key, held, now_ms)
+            look = _Look("regime", regime.cadence, DriftBand(regime.band, mode=rule.trigger.mode))
+            if why := self._not_due(look, key, last, now_ms):
+                return answer("not_due", why)
+        if look.cadence is not None and look.kind in ("hybrid", "regime"):
+            self._looked[key] = (look.cadence, period(now_ms, look.cadence))  # this period's look
+        reason = f"{look.kind} trigger"
+        if look.band is not None:
+            out = look.band.out_of_band(weights, targets)
+            if not out:
+                return answer("in_band", _describe(weights, targets, look.band))
+            reason = f"out of band: {_describe(weights, targets, look.band, out)}"
+        elif look.cadence is not None:
+            reason = f"{look.cadence} calendar"
+        throttled = self._throttled(rule, ws, now_ms)
+        if throttled:
+            return answer("throttled", throttled)
+        interval = self.settings.check_interval_ms
+        bucket = (
+            f"{look.cadence}{period(now_ms, look.cadence)}"
+            if look.cadence is not None
+            else f"t{now_ms // interval * interval}"
+        )
+        event = PolicyRebalance(
+            type="policy_rebalance",
+            event_id=event_id(rule.name, world_id, bucket),
+            portfolio_id=portfolio_id,
+            occurred_at=now_ms,
+            world_id=world_id,
+            policy=rule.name,
+            trigger=rule.trigger.kind,
+            reason=reason[:1000],
+            target=target,
+            measured=weights,
+            targets=targets,
+        )
+        return Evaluation(rule.name, portfolio_id, world_id, "triggered", reason, event)
+
+    def _measure(
+        self, rule: PolicyRule, ws: WorldState, held: WorldHoldings, equity: float
+    ) -> tuple[dict[str, float], dict[str, float]] | str:
+        """The world's weights and their targets, by asset label; or why they cannot be had.
+
+        Allocation target: one entry, the world's value over total equity vs its allocation.
+        Weights target: every held or targeted asset's value over the base vs its weight.
+        """
+        target = rule.target
+        if isinstance(target, AllocationTarget):
+            value = held.value(target.measure)
+            if not value > 0:
+                return f"the world's {target.measure} value is {value:.12g}: nothing to scale"
+            return {WORLD: value / equity}, {WORLD: ws.alloc or 0.0}
+        base = (ws.alloc or 0.0) * equity if target.base == "allocation" else held.value("net")
+        if not base > 0:
+            return f"the world's {target.base} base is {base:.12g}"
+        marks = held.marks()
+        unpriced = [
+            label((w.venue, w.symbol)) for w in target.weights if (w.venue, w.symbol) not in marks
+        ]
+        if unpriced:
+            return f"no mark for target asset(s) {', '.join(unpriced)}"
+        weights = {label(k): w for k, w in held.weights(base).items()}
+        targets = {label((w.venue, w.symbol)): w.weight for w in target.weights}
+        for name in set(weights) | set(targets):
+            weights.setdefault(name, 0.0)
+            targets.setdefault(name, 0.0)
+        return dict(sorted(weights.items())), dict(sorted(targets.items()))
+
+    @staticmethod
+    def _look(rule: PolicyRule) -> _Look:
+        trigger = rule.trigger
+        if isinstance(trigger, BandTrigger):
+            return _Look("band", None, DriftBand(trigger.threshold, mode=trigger.mode))
+        if isinstance(trigger, CalendarTrigger):
+            return _Look("calendar", trigger.every, None)
+        assert isinstance(trigger, HybridTrigger)
+        return _Look("hybrid", trigger.every, DriftBand(trigger.threshold, mode=trigger.mode))
+
+    def _not_due(self, look: _Look, key: tuple[str, str], last: int | None, now_ms: int) -> str:
+        """Why a calendar-driven look is not due now ('' when it is): the world was already
+        rebalanced by its policy this period, or (hybrid, regime) already looked at."""
+        if look.cadence is None:
+            return ""
+        now_period = period(now_ms, look.cadence)
+        if last is not None and period(last, look.cadence) == now_period:
+            return f"already rebalanced this {look.cadence} period"
+        if look.kind != "calendar" and self._looked.get(key) == (look.cadence, now_period):
+            return f"already looked this {look.cadence} period"
+        return ""
+
+    def regime(
+        self, rule: PolicyRule, key: tuple[str, str], held: WorldHoldings, now_ms: int
+    ) -> Regime:
+        """The world's volatility regime: marks of its basket (target assets, else what it
+        holds) sampled every ``sample_ms``; equal-weight basket returns between samples.
+        Kept in memory only: after a restart the window fills again (first regime until
+        there are two returns)."""
+        trigger = rule.trigger
+        assert isinstance(trigger, RegimeTrigger)
+        regimes = VolatilityRegimes(
+            regimes=tuple(
+                Regime(r.name, r.from_volatility, r.every, r.band) for r in trigger.regimes
+            ),
+            window=trigger.window,
+            periods_per_year=trigger.periods_per_year,
+        )
+        target = rule.target
+        marks = held.marks()
+        if isinstance(target, AllocationTarget):
+            basket = [k for k in held.keys if k in marks]
+        else:
+            basket = [(w.venue, w.symbol) for w in target.weights]
+        samples = self._samples.setdefault(key, deque(maxlen=trigger.window + 1))
+        if not samples or now_ms - samples[-1][0] >= trigger.sample_ms:
+            samples.append((now_ms, {label(k): marks[k] for k in basket if k in marks}))
+        returns = []
+        for (_, before), (_, after) in zip(list(samples), list(samples)[1:], strict=False):
+            common = [a for a in after if a in before]
+            if common:
+                returns.append(math.fsum(after[a] / before[a] - 1 for a in common) / len(common))
+        return regimes.current(returns)
+
+    @staticmethod
+    def _throttled(rule: PolicyRule, ws: WorldState, now_ms: int) -> str:
+        """Why the rule's limits forbid a trigger now ('' when they allow it)."""
+        history = ws.policy_triggers
+        if rule.cooldown_ms and history and now_ms - history[-1] < rule.cooldown_ms:
+            return f"cooldown: last trigger {now_ms - history[-1]} ms ago (< {rule.cooldown_ms})"
+        if rule.max_trades is not None:
+            current = period(now_ms, rule.per)
+            count = sum(1 for t in history if period(t, rule.per) == current)
+            if count >= rule.max_trades:
+                return f"max_trades: {count} this {rule.per} period (limit {rule.max_trades})"
+        return ""
+
+
+def _describe(
+    weights: dict[str, float],
+    targets: dict[str, float],
+    band: DriftBand,
+    out: list[str] | None = None,
+) -> str:
+    """``asset weight vs target`` for the assets out of band (or the widest drift)."""
+    drift = band.drift(weights, targets)
+    names = out or ([max(drift, key=lambda a: drift[a])] if drift else [])
+    parts = [f"{a} {weights.get(a, 0.0):.6g} vs {targets.get(a, 0.0):.6g}" for a in names]
+    limit = band.threshold if not isinstance(band.threshold, dict) else "per asset"
+    return f"{', '.join(parts)} ({band.mode} band {limit})"
+
+
+__all__ = ["Evaluation", "Outcome", "PolicyRunner", "event_id", "period"]

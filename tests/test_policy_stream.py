@@ -1,0 +1,134 @@
+"""A live policy against a real broker: snapshots drift, the policy publishes its event to the
+allocation topic, and the service plans, publishes and records the correction once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from service.app import RebalancerApp
+from tests.kafka_support import Feed, Tail, fresh_settings
+from tests.test_stream_service import btc, snapshot, world_move
+
+RULE = {
+    "name": "keep-a",
+    "worlds": ["a"],
+    "trigger": {"kind": "band", "mode": "absolute", "threshold": 0.02},
+    "target": {"kind": "allocation", "measure": "gross"},
+}
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll the service's own counters until ``condition`` holds, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.02)
+
+
+def evaluations(app: RebalancerApp, outcome: str) -> float:
+    value = app.metrics.registry.get_sample_value(
+        "rebalancer_policy_evaluations_total", {"policy": "keep-a", "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_a_drifting_world_is_brought_back_to_its_allocation_once(
+    bootstrap_servers: str,
+) -> None:
+    settings = fresh_settings(
+        bootstrap_servers,
+        planner={"lot_size_by_symbol": {"BTCUSDT": 0.001}},
+        policies={"enabled": True, "check_interval_ms": 200, "rules": [RULE]},
+    )
+    app = RebalancerApp(settings)
+    await app.start()
+    servers, t = bootstrap_servers, settings.topics
+    try:
+        async with (
+            Feed(servers) as feed,
+            Tail(servers, t.plans) as plans,
+            Tail(servers, t.intents) as intents,
+            Tail(servers, t.allocations) as allocations,
+        ):
+            # world a holds 1 BTC at 60,000 of 1,000,000 equity: 0.06, its allocation
+            await feed.snapshot(t.snapshots, snapshot("a", "s1", [btc(1.0)], as_of=app.clock()))
+            await app.snapshot_reader.caught_up()
+            await feed.event(t.allocations, world_move("e1", {"a": 0.06}, {"a": 0.06}))
+            (first,) = await plans.count(1)
+            assert first["intent_ids"] == []
+            await until(lambda: evaluations(app, "in_band") >= 1, "an in-band evaluation")
+
+            # BTC rises to 90,000: the world is worth 0.09 of equity, out of its 0.02 band
+            await feed.snapshot(
+                t.snapshots, snapshot("a", "s1", [btc(1.0, mark=90_000.0)], as_of=app.clock())
+            )
+            records = await plans.until(lambda rs: any(r.get("policy") for r in rs))
+            (record,) = [r for r in records if r.get("policy")]
+            assert record["status"] == "planned"
+            assert record["event_id"].startswith("policy:keep-a:a:t")
+            assert record["policy"]["reason"].startswith("out of band: world 0.09 vs 0.06")
+            assert record["policy"]["measured"] == {"world": pytest.approx(0.09)}
+            world = record["per_world"]["a"]
+            assert world["alloc_before"] == pytest.approx(0.09)
+            assert world["alloc_after"] == 0.06
+            assert world["scale_by_strategy"] == {"s1": pytest.approx(2 / 3)}
+            (intent,) = await intents.count(1)
+            assert intent["plan_id"] == record["plan_id"]
+            assert intent["event_id"] == record["event_id"]
+            assert (intent["world_id"], intent["delta_qty"], intent["target_qty"]) == (
+                "a",
+                -0.333,
+                0.667,
+            )
+            assert intent["reduce_only"] is True
+            # 0.667 BTC at 90,000 is 60,030: the world's allocation again, to a lot
+            assert intent["target_qty"] * intent["mark"] / 1_000_000 == pytest.approx(0.06, 1e-3)
+
+            # the trigger went through the allocation topic, keyed by portfolio
+            events = await allocations.until(
+                lambda rs: any(r.get("type") == "policy_rebalance" for r in rs)
+            )
+            (policy_event,) = [e for e in events if e["type"] == "policy_rebalance"]
+            assert policy_event["event_id"] == record["event_id"]
+            assert allocations.keys[events.index(policy_event)] == b"default"
+
+            # while the correction is in flight the world is left alone; the same event
+            # delivered again (a restart, a second instance) is recognised
+            busy = evaluations(app, "busy")
+            await until(lambda: evaluations(app, "busy") >= busy + 3, "busy evaluations")
+            await feed.send(t.allocations, "default", orjson.dumps(policy_event))
+            await until(
+                lambda: app.metrics.events_duplicate._value.get() == 1, "the duplicate seen"
+            )
+
+            # the execution node reaches the plan: the world is in band, nothing more happens
+            await feed.snapshot(
+                t.snapshots,
+                snapshot(
+                    "a",
+                    "s1",
+                    [btc(0.667, mark=90_000.0)],
+                    as_of=app.clock(),
+                    converged_plan_id=record["plan_id"],
+                ),
+            )
+            in_band = evaluations(app, "in_band")
+            await until(lambda: evaluations(app, "in_band") >= in_band + 3, "in-band again")
+            await plans.quiet(0.3)
+            assert [r["event_id"] for r in plans.records] == ["e1", record["event_id"]]
+            assert len(intents.records) == 1
+            triggers = app.metrics.registry.get_sample_value(
+                "rebalancer_policy_triggers_total", {"policy": "keep-a", "trigger": "band"}
+            )
+            assert triggers == 1
+            state = app.state.world("default", "a")
+            assert state.alloc == 0.06
+            assert len(state.policy_triggers) == 1
+    finally:
+        await app.stop()
