@@ -141,17 +141,23 @@ def _cmd_backtest(args: argparse.Namespace, out: IO[bytes]) -> int:
     return EXIT_OK
 
 
+def _log_to_stderr(level: str) -> None:
+    """Log lines for the long-running commands (run, execute)."""
+    import logging
+
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
 def _cmd_run(args: argparse.Namespace, out: IO[bytes]) -> int:
     import asyncio
-    import logging
 
     from .app import RebalancerApp
 
     settings = load_settings(args.config)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _log_to_stderr(args.log_level)
     asyncio.run(RebalancerApp(settings).run())
     return EXIT_OK
 
@@ -169,7 +175,6 @@ def _lot(text: str) -> tuple[str, float]:
 
 def _cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
     import asyncio
-    import logging
     import signal
     from pathlib import Path
 
@@ -207,10 +212,7 @@ def _cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
         seed=args.seed,
     )
     state = Path(args.paper_state) if args.paper_state else None
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _log_to_stderr(args.log_level)
 
     async def serve() -> None:
         venue = PaperVenue(args.venue, config, state_file=state)

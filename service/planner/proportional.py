@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from .base import PlannerOptions, PlanningContext, PlanningError
@@ -102,6 +103,34 @@ def strategy_notional(table: PositionTable) -> FloatArray:
     return exact_sums(table.strategy, value, len(table.strategies))
 
 
+def net_per_world(
+    table: PositionTable,
+    planned: npt.NDArray[np.bool_],
+    target_qty: FloatArray,
+    options: PlannerOptions,
+    lots: LotSizes,
+) -> NettedKeys:
+    """Net the rows of the ``planned`` worlds (a mask over ``table.worlds``) toward
+    ``target_qty``, per (world, venue, symbol): what every planner trades per world."""
+    n_v, n_s = len(table.venues), len(table.symbols)
+    rows = np.flatnonzero(planned[table.world]) if len(table) else np.zeros(0, np.int64)
+    slot = table.strategy_slot
+    return net(
+        table.world[rows] * (n_v * n_s) + table.venue[rows] * n_s + table.symbol[rows],
+        len(table.worlds) * n_v * n_s,
+        table.strategy[rows],
+        slot[table.strategy[rows]],
+        int(slot.max()) + 1 if slot.size else 1,
+        table.qty[rows],
+        target_qty[rows],
+        table.mark[rows],
+        table.recency[rows],
+        lots=lots.lookup(with_world=True),
+        min_trade_notional=options.min_trade_notional,
+        qty_decimals=options.qty_decimals,
+    )
+
+
 class ProportionalRebalancer:
     """Scale positions by allocation ratios and net per ``(world, venue, symbol)``."""
 
@@ -138,23 +167,8 @@ class ProportionalRebalancer:
         target_qty = table.qty * g[table.strategy]
         n_v, n_s = len(table.venues), len(table.symbols)
         pair = table.venue * n_s + table.symbol
-        rows = np.flatnonzero(planned[table.world]) if len(table) else np.zeros(0, np.int64)
         lots = LotSizes.of(table, options)
-        slot = table.strategy_slot
-        per_world = net(
-            table.world[rows] * (n_v * n_s) + pair[rows],
-            len(table.worlds) * n_v * n_s,
-            table.strategy[rows],
-            slot[table.strategy[rows]],
-            int(slot.max()) + 1 if slot.size else 1,
-            table.qty[rows],
-            target_qty[rows],
-            table.mark[rows],
-            table.recency[rows],
-            lots=lots.lookup(with_world=True),
-            min_trade_notional=options.min_trade_notional,
-            qty_decimals=options.qty_decimals,
-        )
+        per_world = net_per_world(table, planned, target_qty, options, lots)
         global_view: NettedKeys | None = None
         if self.with_global:
             shared = options.execution_mode == "shared_account"

@@ -23,10 +23,10 @@ import orjson
 
 from .base import PlanningContext, PlanningError
 from .ids import PlanHasher
-from .netting import exact_sums, group, latest_mark, net
+from .netting import exact_sums, group, latest_mark
 from .plan import Plan
 from .positions import FloatArray, PositionTable
-from .proportional import LotSizes
+from .proportional import LotSizes, net_per_world
 from .scaling import WorldScale
 
 AssetKey = tuple[str | None, str]
@@ -95,27 +95,11 @@ class TargetWeightRebalancer:
             raise PlanningError("execution_mode: the target-weight planner plans per world")
         equity = self._equities(context)
         table, target_qty = self._targets(context.positions, equity)
-        n_v, n_s = len(table.venues), len(table.symbols)
         planned = np.zeros(len(table.worlds), np.bool_)
         for world_id in self.targets:
             if world_id in table.worlds:
                 planned[table.worlds.index(world_id)] = True
-        rows = np.flatnonzero(planned[table.world]) if len(table) else np.zeros(0, np.int64)
-        slot = table.strategy_slot
-        per_world = net(
-            table.world[rows] * (n_v * n_s) + table.venue[rows] * n_s + table.symbol[rows],
-            len(table.worlds) * n_v * n_s,
-            table.strategy[rows],
-            slot[table.strategy[rows]],
-            int(slot.max()) + 1 if slot.size else 1,
-            table.qty[rows],
-            target_qty[rows],
-            table.mark[rows],
-            table.recency[rows],
-            lots=LotSizes.of(table, options).lookup(with_world=True),
-            min_trade_notional=options.min_trade_notional,
-            qty_decimals=options.qty_decimals,
-        )
+        per_world = net_per_world(table, planned, target_qty, options, LotSizes.of(table, options))
         scales = self._scales(context, table, target_qty)  # gross notional after / before
         planned_context = dataclasses.replace(context, positions=table)
         h = PlanHasher()
