@@ -41,6 +41,7 @@ from .http import OpsServer
 from .live.runner import PolicyRunner
 from .messages import topic_event_adapter
 from .metrics import Metrics
+from .runtime import freeze_startup_heap
 from .settings import Settings
 from .state.allocations import AllocationState, ChangelogError
 from .state.snapshots import SnapshotTable
@@ -182,6 +183,7 @@ class RebalancerApp:
         )
         self.consumer.subscribe([topics.allocations], listener=_Rebalance(self))
         await self.consumer.start()
+        freeze_startup_heap()
         self.ready = True
         self.metrics.ready.set(1)
         self._tasks = [

@@ -1,5 +1,8 @@
 """Process-wide tuning for the service and CLI, applied once at start-up.
 
+Two things are tuned: the C allocator (below) and the cyclic garbage collector
+(``freeze_startup_heap``).
+
 glibc's malloc returns freed memory at the top of the heap to the system as soon as it passes
 a (dynamic) trim threshold, and serves large blocks with fresh mmaps. numpy's temporaries in
 the planner (tens to hundreds of kilobytes, allocated and freed many times per plan) then pay
@@ -10,6 +13,7 @@ memory in the process removes that. Other C libraries are left alone.
 from __future__ import annotations
 
 import ctypes
+import gc
 import ctypes.util
 import sys
 
@@ -36,3 +40,16 @@ def tune_allocator() -> bool:
     ok &= mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     ok &= mallopt(M_TOP_PAD, TOP_PAD)
     return bool(ok)
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything alive now (modules, settings, restored state) from garbage collection.
+
+    The collector's oldest generation walks every tracked object: with the service's imports
+    that is some 55,000 objects and 30-40 ms on this project's VM, a pause that fell in the
+    middle of one plan in a hundred and made the latency's p99. Objects that live from start-up
+    on are never garbage, so they are moved out of the collector's sight once start-up is done
+    (``gc.freeze``); what the process allocates later is collected as usual.
+    """
+    gc.collect()
+    gc.freeze()

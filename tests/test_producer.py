@@ -1,12 +1,17 @@
-"""The output producer's pure part: key partitioning."""
+"""The output producer: key partitioning, and batches against the broker."""
 
 from __future__ import annotations
 
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.producer import CachingPartitioner
+from consumers.producer import CachingPartitioner, OutputProducer
+from consumers.topics import ensure_topics
+from tests.kafka_support import fresh_settings
 
 
 @given(st.lists(st.tuples(st.binary(max_size=40), st.integers(1, 64)), max_size=60))
@@ -19,3 +24,50 @@ def test_caching_partitioner_answers_as_kafkas_default(calls: list[tuple[bytes, 
 
 def test_a_keyless_record_goes_to_an_available_partition() -> None:
     assert CachingPartitioner()(None, [0, 1, 2], [2]) == 2
+
+
+async def test_records_cross_batches_in_order_with_headers_on_their_default_partitions(
+    bootstrap_servers: str,
+) -> None:
+    """More than a batch's bytes for one key and a few for others: every record arrives once,
+    in order per key, on the partition Kafka's default partitioner gives its key."""
+    settings = fresh_settings(bootstrap_servers)
+    await ensure_topics(settings, bootstrap_servers)
+    out = OutputProducer(
+        bootstrap_servers, settings.topics, client_id="test", writer_id="w1", compression="zstd"
+    )
+    filler = b"x" * 200_000  # six records of one key fill more than one 1 MiB batch
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (b"big", b"%d:" % i + filler) for i in range(6)
+    ]
+    records += [(f"k{i % 7}".encode(), b"%d" % i) for i in range(40)]
+    await out.start()
+    try:
+        assert await out.write_changelog(records) == len(records)
+    finally:
+        await out.stop()
+    topic = settings.topics.changelog
+    default = DefaultPartitioner()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        seen: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        deadline = time.monotonic() + 30
+        while len(seen) < len(records):
+            assert time.monotonic() < deadline, f"only {len(seen)} of {len(records)} records"
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, recs in batch.items():
+                seen += [(tp.partition, r.key, r.value, list(r.headers)) for r in recs]
+    finally:
+        await consumer.stop()
+    n = len(parts)
+    all_partitions = list(range(n))
+    for partition, key, _, headers in seen:
+        assert partition == default(key, all_partitions, all_partitions)
+        assert headers == [("writer", b"w1")]
+    for key in {k for k, _ in records}:
+        assert [v for _, k, v, _ in seen if k == key] == [v for k2, v in records if k2 == key]
