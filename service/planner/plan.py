@@ -31,6 +31,9 @@ def _nullable(values: npt.NDArray[np.float64]) -> list[float | None]:
     return [None if x != x else x for x in values.tolist()]
 
 
+_EMPTY_LIST = orjson.Fragment(b"[]")
+
+
 def _money(x: float) -> float:
     return round(x, 8) + 0.0
 
@@ -155,27 +158,45 @@ class _Materialiser:
     def _breakdown_json(
         self, view: NettedKeys, lo: int, hi: int, *, with_world: bool
     ) -> list[orjson.Fragment]:
-        """``_breakdown`` as JSON fragments: one ``orjson.dumps`` for every number of the
-        keys, spliced with each strategy's object prefix (made once per strategy)."""
-        start = np.searchsorted(view.pair_key, np.arange(lo, hi + 1)).tolist()
-        first, last = start[0], start[-1]
+        """``_breakdown`` as JSON fragments, built without a Python step per entry.
+
+        Every number of the keys comes from one ``orjson.dumps`` of the array; each entry is
+        its strategy's object head (``[`` before a key's first entry, ``},`` before the others)
+        and its number; a key's fragment is one join of its entries and a closing ``}]``.
+        Python loops only over strategies and keys.
+        """
+        start = np.searchsorted(view.pair_key, np.arange(lo, hi + 1))
+        first, last = int(start[0]), int(start[-1])
         if first == last:
-            return [orjson.Fragment(b"[]") for _ in range(hi - lo)]
-        codes = view.pair_strategy[first:last].tolist()
-        numbers = orjson.dumps(view.pair_delta[first:last].tolist())[1:-1].split(b",")
-        strategies = self.table.strategies
-        prefix = {}
-        for code in set(codes):
-            world_id, strategy_id = strategies[code]
-            head = b'{"world_id":' + orjson.dumps(world_id) + b"," if with_world else b"{"
-            prefix[code] = head + b'"strategy_id":' + orjson.dumps(strategy_id) + b',"delta_qty":'
-        items = [prefix[c] + x for c, x in zip(codes, numbers, strict=True)]
+            return [_EMPTY_LIST] * (hi - lo)
+        bounds = (start - first).tolist()
+        size = last - first
+        opens = np.zeros(size, np.int64)
+        opens[[b for b in bounds[:-1] if b < size]] = 1  # a key's first entry
+        heads = self._heads(with_world)
+        numbers = orjson.dumps(view.pair_delta[first:last], option=orjson.OPT_SERIALIZE_NUMPY)
+        parts: list[bytes] = [b""] * (2 * size)
+        parts[0::2] = map(heads.__getitem__, (view.pair_strategy[first:last] * 2 + opens).tolist())
+        parts[1::2] = numbers[1:-1].split(b",")
+        join = b"".join
         return [
-            orjson.Fragment(b"[" + b"},".join(items[a - first : b - first]) + b"}]")
-            if b > a
-            else orjson.Fragment(b"[]")
-            for a, b in itertools.pairwise(start)
+            orjson.Fragment(join(parts[2 * a : 2 * b]) + b"}]") if b > a else _EMPTY_LIST
+            for a, b in itertools.pairwise(bounds)
         ]
+
+    def _heads(self, with_world: bool) -> list[bytes]:
+        """Per strategy code ``c``, a breakdown entry's start: at ``2c`` after another entry
+        of its key, at ``2c + 1`` as the key's first. Made once per position table."""
+        memo = self.table.memo
+        found: list[bytes] | None = memo.get(f"breakdown heads {with_world}")
+        if found is None:
+            found = []
+            for world_id, strategy_id in self.table.strategies:
+                head = b'{"world_id":' + orjson.dumps(world_id) + b"," if with_world else b"{"
+                head += b'"strategy_id":' + orjson.dumps(strategy_id) + b',"delta_qty":'
+                found += (b"}," + head, b"[" + head)
+            memo[f"breakdown heads {with_world}"] = found
+        return found
 
     def _breakdown(
         self, view: NettedKeys, lo: int, hi: int, *, with_world: bool
