@@ -8,11 +8,11 @@ canonical order whatever order the rows arrived in.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import chain
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -228,80 +228,104 @@ class PositionTable:
             held = latest.get((s.world_id, s.strategy_id))
             if held is None or s.version > held.version:
                 latest[(s.world_id, s.strategy_id)] = s
-        return cls.from_pieces((s, SnapshotColumns.of(s.positions)) for s in latest.values())
+        venues: Vocabulary[str | None] = Vocabulary()
+        symbols: Vocabulary[str] = Vocabulary()
+        pieces = [(s, SnapshotColumns.of(s.positions, venues, symbols)) for s in latest.values()]
+        return cls.from_pieces(pieces, venues, symbols)
 
     @classmethod
     def from_pieces(
-        cls, pieces: Iterable[tuple[SnapshotIdentity, SnapshotColumns]]
+        cls,
+        pieces: Iterable[tuple[SnapshotIdentity, SnapshotColumns]],
+        venues: Vocabulary[str | None],
+        symbols: Vocabulary[str],
     ) -> PositionTable:
-        """Concatenate snapshots already in columns (one per (world, strategy))."""
+        """Concatenate snapshots already in columns (one per (world, strategy)), whose codes
+        are ids in ``venues`` and ``symbols``. Whole arrays only: no step per snapshot but
+        taking its identity."""
         items = [(s, c) for s, c in pieces if c.qty.shape[0]]
-        ranks = {v: i for i, v in enumerate(sorted({s.version for s, _ in items}))}
-        # the union of the pieces' small vocabularies, built at C speed
-        venues = {
-            v: i
-            for i, v in enumerate(dict.fromkeys(chain.from_iterable(c.venues for _, c in items)))
-        }
-        symbols = {
-            y: i
-            for i, y in enumerate(dict.fromkeys(chain.from_iterable(c.symbols for _, c in items)))
-        }
-        strategies: list[tuple[str, str]] = []
-        v_parts, y_parts, s_parts, q_parts, m_parts, r_parts = [], [], [], [], [], []
-        for snapshot, cols in items:
-            n = cols.qty.shape[0]
-            v_map = np.fromiter(map(venues.__getitem__, cols.venues), np.int64, len(cols.venues))
-            y_map = np.fromiter(map(symbols.__getitem__, cols.symbols), np.int64, len(cols.symbols))
-            v_parts.append(v_map[cols.venue])
-            y_parts.append(y_map[cols.symbol])
-            s_parts.append(np.full(n, len(strategies), np.int64))
-            strategies.append((snapshot.world_id, snapshot.strategy_id))
-            q_parts.append(cols.qty)
-            m_parts.append(cols.mark)
-            r_parts.append(np.full(n, ranks[snapshot.version], np.int64))
-        if not strategies:
+        if not items:
             return cls.empty()
+        ranks = {v: i for i, v in enumerate(sorted({s.version for s, _ in items}))}
+        lengths = [c.qty.shape[0] for _, c in items]
+        venue_labels, venue = _compact(np.concatenate([c.venue for _, c in items]), venues)
+        symbol_labels, symbol = _compact(np.concatenate([c.symbol for _, c in items]), symbols)
         return cls.from_columns(
-            strategies=strategies,
-            venues=list(venues),
-            symbols=list(symbols),
-            strategy=np.concatenate(s_parts),
-            venue=np.concatenate(v_parts),
-            symbol=np.concatenate(y_parts),
-            qty=np.concatenate(q_parts),
-            mark=np.concatenate(m_parts),
-            recency=np.concatenate(r_parts),
+            strategies=[(s.world_id, s.strategy_id) for s, _ in items],
+            venues=venue_labels,
+            symbols=symbol_labels,
+            strategy=np.repeat(np.arange(len(items), dtype=np.int64), lengths),
+            venue=venue,
+            symbol=symbol,
+            qty=np.concatenate([c.qty for _, c in items]),
+            mark=np.concatenate([c.mark for _, c in items]),
+            recency=np.repeat(np.array([ranks[s.version] for s, _ in items], np.int64), lengths),
         )
+
+
+class Vocabulary(Generic[T]):
+    """Labels (venues or symbols) interned to dense ids, shared by the columns of many
+    snapshots, so that putting snapshots together needs no lookup per row.
+
+    Ids are never reused: a vocabulary grows with every label it has seen (instruments are a
+    bounded set in practice).
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[T, int] = {}
+        self._labels: list[T] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def labels(self) -> list[T]:
+        """Labels by id."""
+        if len(self._labels) < len(self.ids):
+            self._labels.extend(itertools.islice(self.ids, len(self._labels), None))
+        return self._labels
+
+
+def _compact(ids: IntArray, vocabulary: Vocabulary[T]) -> tuple[list[T], IntArray]:
+    """The labels ``ids`` use (in id order) and the ids renumbered densely onto them."""
+    present = np.zeros(len(vocabulary), np.bool_)
+    present[ids] = True
+    used = np.flatnonzero(present)
+    renumber = np.cumsum(present, dtype=np.int64) - 1
+    labels = vocabulary.labels
+    return [labels[i] for i in used.tolist()], renumber[ids]
 
 
 @dataclass(frozen=True)
 class SnapshotColumns:
-    """One snapshot's positions as columns over its own small vocabularies; computed once per
-    snapshot and reused by every plan that includes it."""
+    """One snapshot's positions as columns, venues and symbols as ids of shared vocabularies;
+    computed once per snapshot and reused by every plan that includes it."""
 
-    venues: tuple[str | None, ...]
-    symbols: tuple[str, ...]
     venue: IntArray
     symbol: IntArray
     qty: FloatArray
     mark: FloatArray
 
     @classmethod
-    def of(cls, rows: Sequence[PositionLike]) -> SnapshotColumns:
-        """From a snapshot's positions."""
-        venues: dict[str | None, int] = {}
-        symbols: dict[str, int] = {}
+    def of(
+        cls,
+        rows: Sequence[PositionLike],
+        venues: Vocabulary[str | None],
+        symbols: Vocabulary[str],
+    ) -> SnapshotColumns:
+        """From a snapshot's positions, adding new labels to the vocabularies."""
+        venue_ids, symbol_ids = venues.ids, symbols.ids
         n = len(rows)
         nan = float("nan")
         return cls(
-            venue=np.fromiter((venues.setdefault(r.venue, len(venues)) for r in rows), np.int64, n),
+            venue=np.fromiter(
+                (venue_ids.setdefault(r.venue, len(venue_ids)) for r in rows), np.int64, n
+            ),
             symbol=np.fromiter(
-                (symbols.setdefault(r.symbol, len(symbols)) for r in rows), np.int64, n
+                (symbol_ids.setdefault(r.symbol, len(symbol_ids)) for r in rows), np.int64, n
             ),
             qty=np.fromiter((r.qty for r in rows), np.float64, n),
             mark=np.fromiter((nan if r.mark is None else r.mark for r in rows), np.float64, n),
-            venues=tuple(venues),
-            symbols=tuple(symbols),
         )
 
 

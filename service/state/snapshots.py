@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from ..errors import InputError
 from ..messages import PositionSnapshot
 from ..planner import PositionTable
-from ..planner.positions import SnapshotColumns
+from ..planner.positions import SnapshotColumns, Vocabulary
 from .stored_snapshot import StoredSnapshot, decode_snapshot_record, tombstone_key
 
 
@@ -49,6 +49,8 @@ class SnapshotTable:
     def __init__(self) -> None:
         self._by_world: dict[str, dict[str, StoredSnapshot]] = {}
         self._columns: dict[tuple[str, str], SnapshotColumns] = {}
+        self._venues: Vocabulary[str | None] = Vocabulary()
+        self._symbols: Vocabulary[str] = Vocabulary()
         self._count = 0
         self.position_count = 0
         self.applied = 0
@@ -155,9 +157,10 @@ class SnapshotTable:
             key = (s.world_id, s.strategy_id)
             cols = self._columns.get(key)
             if cols is None:
-                cols = self._columns[key] = SnapshotColumns.of(s.positions())
+                cols = SnapshotColumns.of(s.positions(), self._venues, self._symbols)
+                self._columns[key] = cols
             pieces.append((s, cols))
-        return PositionTable.from_pieces(pieces)
+        return PositionTable.from_pieces(pieces, self._venues, self._symbols)
 
     def oldest_as_of(self, world_id: str) -> int | None:
         """The ``as_of`` of the world's least recent snapshot (None if it has none)."""
