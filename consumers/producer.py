@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -52,6 +53,28 @@ class CachingPartitioner:
         return found
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """Records of one topic in batches per partition, not yet handed to the producer."""
+
+    topic: str
+    batches: list[tuple[int, BatchBuilder]]
+    count: int
+
+
+class Delivery:
+    """Batches handed to the producer; awaiting it waits for every acknowledgement."""
+
+    def __init__(self, futures: list[asyncio.Future[Any]], count: int) -> None:
+        self._futures = futures
+        self.count = count
+
+    def __await__(self) -> Generator[Any, None, int]:
+        if self._futures:
+            yield from asyncio.gather(*self._futures).__await__()
+        return self.count
+
+
 class OutputProducer:
     """One producer for every output topic of the service."""
 
@@ -85,19 +108,18 @@ class OutputProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def _send_all(
+    async def batch(
         self,
         topic: str,
         items: Iterable[tuple[bytes | None, bytes | None]],
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> int:
-        """Send every record and wait until the broker has acknowledged all of them.
+    ) -> Outgoing:
+        """Put records into one batch per partition (Kafka's default partitioning of their
+        keys), ready to be handed over whole.
 
-        Records are put into one batch per partition here, with the default partitioning of
-        their keys, and each batch is handed over whole: aiokafka's ``send`` costs some 10 us a
-        record in Python (a future, a partition lookup and a queue check each), which for a
-        plan's 200 intents was half the time of publishing them. Per partition the records
-        keep their order, as with ``send``.
+        aiokafka's ``send`` costs some 10 us a record in Python (a future, a partition lookup
+        and a queue check each), which for a plan's 200 intents was half the time of
+        publishing them. Per partition the records keep their order, as with ``send``.
         """
         producer = self._producer
         partitions = sorted(await producer.partitions_for(topic))
@@ -115,43 +137,49 @@ class OutputProducer:
                 chain.append(producer.create_batch())
                 chain[-1].append(**record)
             count += 1
-        futures = [
-            await producer.send_batch(batch, topic, partition=partition)
-            for partition, chain in batches.items()
-            for batch in chain
-        ]
-        if futures:
-            await asyncio.gather(*futures)
-        return count
+        return Outgoing(topic, [(p, b) for p, chain in batches.items() for b in chain], count)
 
-    async def publish_intents(self, intents: list[dict[str, Any]]) -> int:
+    async def send(self, outgoing: Outgoing) -> Delivery:
+        """Hand the batches to the producer; await the result for the acknowledgements."""
+        futures = [
+            await self._producer.send_batch(batch, outgoing.topic, partition=partition)
+            for partition, batch in outgoing.batches
+        ]
+        return Delivery(futures, outgoing.count)
+
+    async def publish(self, outgoing: Outgoing) -> int:
+        """Send and wait until the broker has acknowledged every record; returns how many."""
+        return await (await self.send(outgoing))
+
+    async def intents(self, intents: list[dict[str, Any]]) -> Outgoing:
         """Intents keyed ``"{venue}|{symbol}"``, so one instrument's intents stay in order."""
-        return await self._send_all(
+        return await self.batch(
             self.topics.intents,
             ((f"{i['venue'] or ''}|{i['symbol']}".encode(), orjson.dumps(i)) for i in intents),
         )
 
+    async def changelog(self, records: list[Record]) -> Outgoing:
+        """State records, tagged with this instance's id so it can skip its own on follow."""
+        return await self.batch(self.topics.changelog, records, [("writer", self.writer)])
+
+    async def publish_intents(self, intents: list[dict[str, Any]]) -> int:
+        return await self.publish(await self.intents(intents))
+
     async def publish_records(self, records: list[dict[str, Any]]) -> int:
         """Plan (and held) records keyed by portfolio."""
-        return await self._send_all(
-            self.topics.plans,
-            ((r["portfolio_id"].encode(), orjson.dumps(r)) for r in records),
+        return await self.publish(
+            await self.batch(
+                self.topics.plans, ((r["portfolio_id"].encode(), orjson.dumps(r)) for r in records)
+            )
         )
 
     async def write_changelog(self, records: list[Record]) -> int:
-        """State records, tagged with this instance's id so it can skip its own on follow."""
-        return await self._send_all(self.topics.changelog, records, [("writer", self.writer)])
+        return await self.publish(await self.changelog(records))
 
     async def dead_letter(self, letter: DeadLetter) -> None:
-        await self._send_all(
-            self.topics.dead_letters,
-            [
-                (
-                    f"{letter.topic}|{letter.partition}|{letter.offset}".encode(),
-                    letter.model_dump_json().encode(),
-                )
-            ],
-        )
+        key = f"{letter.topic}|{letter.partition}|{letter.offset}".encode()
+        value = letter.model_dump_json().encode()
+        await self.publish(await self.batch(self.topics.dead_letters, [(key, value)]))
 
 
 def dead_letter_for(

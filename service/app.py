@@ -31,7 +31,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from consumers.embedded_broker import EmbeddedBroker
-from consumers.producer import OutputProducer, dead_letter_for
+from consumers.producer import Outgoing, OutputProducer, dead_letter_for
 from consumers.reader import TopicReader
 from consumers.topics import ensure_topics
 
@@ -56,6 +56,11 @@ FAULT_STEPS = ("after_pending", "after_intents", "after_records", "after_state",
 ALLOCATION_FETCH_WAIT_MS = 5
 """Short fetch waits on the allocation topic: an event is picked up within milliseconds even
 where the broker does not answer a waiting fetch as soon as data arrives."""
+
+
+SENDER_STEPS = 6
+"""Event-loop steps granted to aiokafka's sender after a write-ahead is handed over, so its
+request is on the wire while the plan's intents are put into batches."""
 
 
 def now_ms() -> int:
@@ -383,12 +388,19 @@ class RebalancerApp:
 
     async def _carry_out(self, work: Work, *, resumed: bool = False) -> None:
         """Do a work's steps in the safe order, each acknowledged before the next."""
+        intents: Outgoing | None = None
         if work.pending is not None:
-            await self.producer.write_changelog([work.pending])
+            written = await self.producer.send(await self.producer.changelog([work.pending]))
+            if work.intents:
+                for _ in range(SENDER_STEPS):  # the producer's sender writes the request
+                    await asyncio.sleep(0)
+                intents = await self.producer.intents(work.intents)  # while it is in flight
+            await written
             self.state.apply(*work.pending)
             self._maybe_fault("after_pending")
         if work.intents:
-            self.metrics.intents_published.inc(await self.producer.publish_intents(work.intents))
+            intents = intents or await self.producer.intents(work.intents)
+            self.metrics.intents_published.inc(await self.producer.publish(intents))
             self._maybe_fault("after_intents")
         if work.records:
             await self.producer.publish_records(work.records)

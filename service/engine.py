@@ -732,7 +732,9 @@ def affected_strategies(plan: Plan) -> dict[str, list[str]]:
     moving = (view.pair_delta != 0) & traded[view.pair_key]
     out: dict[str, set[str]] = {}
     strategies = plan.context.positions.strategies
-    for code in np.unique(view.pair_strategy[moving]).tolist():
+    present = np.zeros(len(strategies), np.bool_)
+    present[view.pair_strategy[moving]] = True  # a presence mask: no sort, unlike np.unique
+    for code in np.flatnonzero(present).tolist():
         world_id, strategy_id = strategies[code]
         out.setdefault(world_id, set()).add(strategy_id)
     return {w: sorted(s) for w, s in out.items()}
