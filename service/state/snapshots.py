@@ -38,6 +38,13 @@ class ApplyResult(Enum):
     DELETED = "deleted"
 
 
+WorldSet = tuple[str, ...] | None
+"""Sorted world ids, or None for every world."""
+
+TABLES_KEPT = 16
+"""Assembled position tables kept (one per world set planned on, least recently used out)."""
+
+
 class SnapshotTable:
     """Newest snapshot per ``(world_id, strategy_id)``; older ones (by ``as_of``, then
     ``seq``) are ignored. A tombstone removes the strategy's snapshot.
@@ -51,6 +58,7 @@ class SnapshotTable:
         self._columns: dict[tuple[str, str], SnapshotColumns] = {}
         self._venues: Vocabulary[str | None] = Vocabulary()
         self._symbols: Vocabulary[str] = Vocabulary()
+        self._tables: dict[WorldSet, PositionTable | None] = {}
         self._count = 0
         self.position_count = 0
         self.applied = 0
@@ -70,6 +78,7 @@ class SnapshotTable:
         """
         by_world, columns = self._by_world, self._columns
         applied = stale = positions = 0
+        touched: set[str] = set()
         for record in records:
             try:
                 snapshot = decode_snapshot_record(record.key, record.value)
@@ -96,6 +105,8 @@ class SnapshotTable:
             world[snapshot.strategy_id] = snapshot
             positions += snapshot.position_count
             applied += 1
+            touched.add(snapshot.world_id)
+        self._changed(touched)
         self.applied += applied
         self.stale += stale
         self.position_count += positions
@@ -121,6 +132,7 @@ class SnapshotTable:
         world[snapshot.strategy_id] = snapshot
         self.position_count += snapshot.position_count
         self.applied += 1
+        self._changed((snapshot.world_id,))
         return ApplyResult.APPLIED
 
     def delete(self, world_id: str, strategy_id: str) -> ApplyResult:
@@ -130,6 +142,7 @@ class SnapshotTable:
             self._count -= 1
             self.position_count -= held.position_count
             self._columns.pop((world_id, strategy_id), None)
+            self._changed((world_id,))
         if world is not None and not world:
             del self._by_world[world_id]
         self.deleted += 1
@@ -150,17 +163,53 @@ class SnapshotTable:
     def positions(self, worlds: Iterable[str] | None = None) -> PositionTable:
         """The positions of ``worlds`` (all when None) as the planner's columnar table.
 
-        Each snapshot is turned into columns once, when first planned on, and reused.
+        Each snapshot is turned into columns once, when first planned on, and a world set's
+        table is kept until one of its snapshots changes; ``warm`` then rebuilds it ahead of
+        the next plan. The table is shared: its arrays are read-only.
         """
+        key: WorldSet = None if worlds is None else tuple(sorted(set(worlds)))
+        tables = self._tables
+        table = tables.pop(key, None)  # put back last: the most recently used
+        if table is None:
+            table = self._assemble(key)
+            while len(tables) >= TABLES_KEPT:
+                del tables[next(iter(tables))]
+        tables[key] = table
+        return table
+
+    def warm(self) -> int:
+        """Rebuild the tables of world sets planned on before whose snapshots have changed
+        since, so that the next plan finds them ready; returns how many were rebuilt. The
+        service calls this when it is otherwise idle."""
+        stale = [key for key, table in self._tables.items() if table is None]
+        for key in stale:
+            self._tables[key] = self._assemble(key)
+        return len(stale)
+
+    def _assemble(self, key: WorldSet) -> PositionTable:
         pieces = []
-        for s in self.snapshots(worlds):
-            key = (s.world_id, s.strategy_id)
-            cols = self._columns.get(key)
+        for s in self.snapshots(key):
+            cols = self._columns.get((s.world_id, s.strategy_id))
             if cols is None:
                 cols = SnapshotColumns.of(s.positions(), self._venues, self._symbols)
-                self._columns[key] = cols
+                self._columns[(s.world_id, s.strategy_id)] = cols
             pieces.append((s, cols))
-        return PositionTable.from_pieces(pieces, self._venues, self._symbols)
+        table = PositionTable.from_pieces(pieces, self._venues, self._symbols)
+        for column in (table.world, table.strategy, table.venue, table.symbol):
+            column.flags.writeable = False
+        for values in (table.qty, table.mark, table.recency):
+            values.flags.writeable = False
+        return table
+
+    def _changed(self, worlds: Iterable[str]) -> None:
+        """Mark the kept tables that include any of ``worlds`` for rebuilding."""
+        tables = self._tables
+        if not tables:
+            return
+        for world in worlds:
+            for key, table in tables.items():
+                if table is not None and (key is None or world in key):
+                    tables[key] = None
 
     def oldest_as_of(self, world_id: str) -> int | None:
         """The ``as_of`` of the world's least recent snapshot (None if it has none)."""
