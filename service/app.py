@@ -398,14 +398,14 @@ class RebalancerApp:
         intents: Outgoing | None = None
         if work.pending is not None:
             written = await self.producer.send(await self.producer.changelog([work.pending]))
-            if work.intents:
+            if work.has_intents:
                 for _ in range(SENDER_STEPS):  # the producer's sender writes the request
                     await asyncio.sleep(0)
                 intents = await self.producer.intents(work.intents)  # while it is in flight
             await written
             self.state.apply(*work.pending)
             self._maybe_fault("after_pending")
-        if work.intents:
+        if work.has_intents:
             intents = intents or await self.producer.intents(work.intents)
             self.metrics.intents_published.inc(await self.producer.publish(intents))
             self._maybe_fault("after_intents")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from .planner import (
     WorldTargets,
 )
 from .planner.netting import TRADE
-from .planner.plan import key_intents, options_record
+from .planner.plan import intents_from_record, options_record
 from .state.allocations import (
     POLICY_TRIGGERS_KEPT,
     AllocationState,
@@ -86,7 +87,8 @@ class Work:
     (which clears ``pending``), then commit the event's offset."""
 
     plan: Plan | None = None
-    intents: list[Json] = field(default_factory=list)
+    intents_from: Json | None = None
+    """The plan record whose intents are to be published (see ``intents``)."""
     records: list[Json] = field(default_factory=list)
     pending: Record | None = None
     state: list[Record] = field(default_factory=list)
@@ -98,6 +100,16 @@ class Work:
     """A policy event measured before its world's latest plan: recorded as applied, dropped."""
     dropped: str | None = None
     """Why a held policy correction could not be planned on release (it is dropped)."""
+
+    @property
+    def has_intents(self) -> bool:
+        return self.intents_from is not None and bool(self.intents_from["intent_ids"])
+
+    @cached_property
+    def intents(self) -> list[Json]:
+        """The intents of ``intents_from``, made when first asked for: the service asks
+        while the write-ahead is in flight."""
+        return [] if self.intents_from is None else intents_from_record(self.intents_from)
 
 
 def _sha(data: Any) -> str:
@@ -444,7 +456,7 @@ class RebalanceEngine:
         external change sets the world's allocations to the plan's; a policy's correction
         leaves them as they are (the positions moved, not the targets).
         """
-        record, intents = plan.wire
+        record = plan.wire
         if policy is not None:
             record["policy"] = policy.model_dump(mode="json")
         shared = plan.context.options.execution_mode == "shared_account"
@@ -486,7 +498,7 @@ class RebalanceEngine:
             }
         )
         work.plan = plan
-        work.intents = intents
+        work.intents_from = record
         work.records.append(record)
         work.pending = (pending_key(portfolio_id), pending)
         work.state = [*state, (pending_key(portfolio_id), None)]
@@ -696,14 +708,13 @@ class RebalanceEngine:
         """Finish a plan that was being published when the service stopped: the same record,
         the same intents (rebuilt from the record, byte for byte), the same state."""
         record = pending.record
-        intents = intents_from_record(record)
         portfolio_id = pending.portfolio_id
         state: list[Record] = [
             (world_key(portfolio_id, ws.world_id), encode(ws)) for ws in pending.worlds
         ]
         state.append((portfolio_key(portfolio_id), encode(pending.portfolio)))
         state.append((pending_key(portfolio_id), None))
-        return Work(intents=intents, records=[record], state=state)
+        return Work(intents_from=record, records=[record], state=state)
 
 
 def _hold_policy(
@@ -738,19 +749,3 @@ def affected_strategies(plan: Plan) -> dict[str, list[str]]:
         world_id, strategy_id = strategies[code]
         out.setdefault(world_id, set()).add(strategy_id)
     return {w: sorted(s) for w, s in out.items()}
-
-
-def intents_from_record(record: Json) -> list[Json]:
-    """The delta intents a plan record describes, exactly as the planner emitted them."""
-    shared = record["options"]["execution_mode"] == "shared_account"
-    views: list[tuple[str | None, list[Json]]] = (
-        [(None, record["global_deltas"])]
-        if shared
-        else [(w, p["deltas"]) for w, p in record["per_world"].items()]
-    )
-    return [
-        intent
-        for world_id, deltas in views
-        for d in deltas
-        for intent in key_intents(record, world_id, d, d["legs"])
-    ]

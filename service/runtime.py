@@ -13,8 +13,8 @@ memory in the process removes that. Other C libraries are left alone.
 from __future__ import annotations
 
 import ctypes
-import gc
 import ctypes.util
+import gc
 import sys
 
 M_TRIM_THRESHOLD = -1

@@ -50,26 +50,31 @@ class Plan:
     global_view: NettedKeys | None
 
     @cached_property
-    def _materialised(self) -> tuple[Json, list[Json]]:
+    def _record(self) -> Json:
         return _Materialiser(self).run()
 
     def record(self) -> Json:
         """The plan record (``messages.PlanRecord`` as a dict), without timing."""
-        return self._materialised[0]
-
-    def intents(self) -> list[Json]:
-        """The delta intents to publish (``messages.DeltaIntent`` as dicts), in order."""
-        return self._materialised[1]
+        return self._record
 
     @cached_property
-    def wire(self) -> tuple[Json, list[Json]]:
-        """The record and intents to serialise with orjson: as ``record()`` and ``intents()``
-        but with each key's ``strategy_breakdown`` already JSON (an ``orjson.Fragment``).
+    def _intents(self) -> list[Json]:
+        return intents_from_record(self._record)
+
+    def intents(self) -> list[Json]:
+        """The delta intents to publish (``messages.DeltaIntent`` as dicts), in order: those
+        the record describes (``intents_from_record``)."""
+        return self._intents
+
+    @cached_property
+    def wire(self) -> Json:
+        """The record to serialise with orjson: as ``record()`` but with each key's
+        ``strategy_breakdown`` already JSON (an ``orjson.Fragment``).
 
         The breakdown is most of a plan's bytes (a key per strategy that trades it) and is
         written three times (write-ahead, intents, record); as fragments it is turned into
         JSON once, without building a dict per strategy. Serialised, both forms are the
-        same bytes (tested).
+        same bytes, and so are the intents built from them (tested).
         """
         return _Materialiser(self, wire=True).run()
 
@@ -88,11 +93,11 @@ class _Materialiser:
             if ctx.options.flip_policy == "direct_flip"
             else set()
         )
-        self.intents: list[Json] = []
+        self.intent_ids: list[str] = []
         self.created_at = ctx.occurred_at if ctx.created_at is None else ctx.created_at
         self.expires_at = self.created_at + ctx.options.intent_ttl_ms
 
-    def run(self) -> tuple[Json, list[Json]]:
+    def run(self) -> Json:
         ctx, plan = self.ctx, self.plan
         shared = ctx.options.execution_mode == "shared_account"
         per_world: dict[str, Json] = {}
@@ -144,10 +149,10 @@ class _Materialiser:
             "global_deltas": global_deltas,
             "global_dropped": global_dropped,
             "coalesced_event_ids": list(ctx.coalesced_event_ids) or [ctx.event_id],
-            "intent_ids": [i["intent_id"] for i in self.intents],
+            "intent_ids": self.intent_ids,
             "timing": None,
         }
-        return record, self.intents
+        return record
 
     def _world_code(self, world_id: str) -> int | None:
         try:
@@ -297,9 +302,7 @@ class _Materialiser:
                 }
             )
             if emit:
-                mark = marks[i]
-                assert mark is not None  # a traded key always has a mark
-                self._emit(world_id, venue, symbol, mark, notional[i], legs, breakdown[i])
+                self.intent_ids += [leg["intent_id"] for leg in legs]
         return deltas, dropped
 
     def _legs(
@@ -350,32 +353,6 @@ class _Materialiser:
             }
         ]
 
-    def _emit(
-        self,
-        world_id: str | None,
-        venue: str | None,
-        symbol: str,
-        mark: float,
-        notional: float,
-        legs: list[Json],
-        breakdown: list[Json] | orjson.Fragment,
-    ) -> None:
-        header = {
-            "plan_id": self.plan.plan_id,
-            "event_id": self.ctx.event_id,
-            "portfolio_id": self.ctx.portfolio_id,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-        }
-        key: Json = {
-            "venue": venue,
-            "symbol": symbol,
-            "mark": mark,
-            "notional": notional,
-            "strategy_breakdown": breakdown,
-        }
-        self.intents.extend(key_intents(header, world_id, key, legs))
-
 
 def options_record(planner: str, options: PlannerOptions) -> Json:
     """The ``options`` block of a plan record (``messages.PlanOptions``)."""
@@ -425,3 +402,21 @@ def key_intents(header: Json, world_id: str | None, key: Json, legs: list[Json])
             }
         )
     return out
+
+
+def intents_from_record(record: Json) -> list[Json]:
+    """The delta intents a plan record describes, in order: per world (or, in a shared
+    account, the global view), per traded key, per leg. A plan's intents are made this way
+    when it is planned and when it is resumed from its write-ahead, so both are the same."""
+    shared = record["options"]["execution_mode"] == "shared_account"
+    views: list[tuple[str | None, list[Json]]] = (
+        [(None, record["global_deltas"])]
+        if shared
+        else [(w, p["deltas"]) for w, p in record["per_world"].items()]
+    )
+    return [
+        intent
+        for world_id, deltas in views
+        for d in deltas
+        for intent in key_intents(record, world_id, d, d["legs"])
+    ]
