@@ -455,7 +455,10 @@ class RebalancerApp:
         now = time.monotonic()
         if now < self._next_warm:
             return
-        if self.snapshots.warm():
+        rebuilt = self.snapshots.warm()
+        for table in rebuilt:
+            self.engine.prepare(table)
+        if rebuilt:
             self._next_warm = time.monotonic() + WARM_SHARE * (time.monotonic() - now)
 
     async def _policy_loop(self) -> None:

@@ -33,6 +33,7 @@ from .planner import (
     PlannerOptions,
     PlanningContext,
     PlanningError,
+    PositionTable,
     Rebalancer,
     TargetWeightRebalancer,
     WorldChange,
@@ -130,6 +131,12 @@ class RebalanceEngine:
         self.snapshots = snapshots
         self.options = options or EngineOptions()
         self.planner = planner or MultiWorldProportionalRebalancer()
+
+    def prepare(self, table: PositionTable) -> None:
+        """Let the planner compute ahead what plans on ``table`` will share (when it can)."""
+        prepare = getattr(self.planner, "prepare", None)
+        if prepare is not None:
+            prepare(table, self.options.planner)
 
     # -- events -------------------------------------------------------------------------------
 

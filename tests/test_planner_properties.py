@@ -7,6 +7,7 @@ from the input rows: scale factors (SPEC 3.1), per-key sums, marks, lots and thr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections import defaultdict
@@ -23,6 +24,7 @@ from service.planner import (
     Plan,
     PlannerOptions,
     PlanningContext,
+    PlanningError,
     PositionTable,
     WorldChange,
 )
@@ -636,6 +638,24 @@ def test_planning_is_deterministic(scenario: Scenario) -> None:
     assert again == first
     assert fresh == first
     assert len(set(first[1])) == len(first[1])
+
+
+@SETTINGS
+@given(scenarios())
+def test_a_table_prepared_or_planned_on_before_gives_the_same_plan(scenario: Scenario) -> None:
+    """(6a) What a planner keeps on a position table between plans (``prepare``, or an
+    earlier plan with other moves) changes no byte of the next plan."""
+    expected = plan_bytes(run(scenario))
+    planner = MultiWorldProportionalRebalancer()
+    prepared = build_context(scenario)
+    planner.prepare(prepared.positions, scenario.options)
+    assert plan_bytes(planner.plan(prepared)) == expected
+    reused = build_context(scenario)
+    other = [WorldChange(c.world_id, c.alloc_after, c.alloc_before) for c in scenario.changes]
+    for first in (other, other[:1]):  # the reverse move first, and one world's of it
+        with contextlib.suppress(PlanningError):
+            planner.plan(dataclasses.replace(reused, changes=tuple(first)))
+    assert plan_bytes(planner.plan(reused)) == expected
 
 
 @SETTINGS

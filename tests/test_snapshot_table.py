@@ -112,10 +112,11 @@ def test_a_table_is_reused_until_its_worlds_change_and_warm_rebuilds_it() -> Non
     assert table.positions(["a"]) is first
     table.apply(snap("b", "s1", 2, [("binance", "ETH", 3.0)]))  # another world
     assert table.positions(["a"]) is first
-    assert table.warm() == 0
+    assert table.warm() == []
     table.apply(snap("a", "s2", 2, [("okx", "BTC", 5.0)]))
-    assert table.warm() == 1  # rebuilt ahead of the next plan
+    (rebuilt,) = table.warm()  # rebuilt ahead of the next plan
     warmed = table.positions(["a"])
+    assert warmed is rebuilt
     assert warmed is not first
     assert warmed.strategies == (("a", "s1"), ("a", "s2"))
     assert table.positions(None).strategies == (("a", "s1"), ("a", "s2"), ("b", "s1"))
@@ -123,7 +124,7 @@ def test_a_table_is_reused_until_its_worlds_change_and_warm_rebuilds_it() -> Non
     assert table.positions(["a"]).strategies == (("a", "s1"),)
     assert table.positions(None).strategies == (("a", "s1"), ("b", "s1"))
     table.apply(snap("a", "s1", 0, [("binance", "BTC", 9.0)]))  # stale: changes nothing
-    assert table.warm() == 0
+    assert table.warm() == []
 
 
 def test_kept_tables_are_read_only_and_bounded() -> None:

@@ -132,6 +132,51 @@ def round_to_lots(x: FloatArray, numerator: FloatArray, scale: FloatArray) -> Fl
         return np.sign(x) * (whole * numerator) / scale
 
 
+@dataclass(frozen=True)
+class KeyGrouping:
+    """How rows net into keys, and what the keys hold now: the half of netting that does not
+    depend on targets. It is fixed for a position table, so planners keep it on the table
+    (``PositionTable.memo``) and plan after plan only the targets are netted."""
+
+    codes: IntArray
+    index: IntArray
+    current_raw: FloatArray
+    gross: FloatArray
+    mark: FloatArray
+    pair_codes: IntArray | None
+    pair_index: IntArray | None
+
+    @classmethod
+    def of(
+        cls,
+        key_code: IntArray,
+        space: int,
+        slot: IntArray | None,
+        slots: int,
+        qty: FloatArray,
+        mark: FloatArray,
+        recency: IntArray,
+    ) -> KeyGrouping:
+        codes, index = group(key_code, space)
+        size = codes.shape[0]
+        pair_codes = pair_index = None
+        if slot is not None:
+            pair_codes, pair_index = group(index * slots + slot, size * slots)
+        grouping = cls(
+            codes=codes,
+            index=index,
+            current_raw=exact_sums(index, qty, size),
+            gross=cast(FloatArray, np.bincount(index, np.abs(qty), size)),
+            mark=latest_mark(index, size, mark, recency),
+            pair_codes=pair_codes,
+            pair_index=pair_index,
+        )
+        for array in vars(grouping).values():  # shared by every plan on the table
+            if array is not None:
+                array.flags.writeable = False
+        return grouping
+
+
 def net(
     key_code: IntArray,
     space: int,
@@ -146,23 +191,27 @@ def net(
     lots: LotLookup,
     min_trade_notional: float,
     qty_decimals: int,
+    grouping: KeyGrouping | None = None,
 ) -> NettedKeys:
     """Net rows into keys and decide, per key, the executed delta or why there is none.
 
     ``slot`` numbers the strategies that can meet on one key (``0 <= slot < slots``); the
     per-strategy breakdown groups rows by ``(key, slot)``. ``slot=None`` skips the breakdown.
+    ``grouping``, when given, is ``KeyGrouping.of`` these rows (kept from an earlier plan).
     """
-    codes, index = group(key_code, space)
+    if grouping is None:
+        grouping = KeyGrouping.of(key_code, space, slot, slots, qty, mark, recency)
+    codes, index = grouping.codes, grouping.index
     size = codes.shape[0]
 
     def q(x: FloatArray) -> FloatArray:
         return np.round(x, qty_decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
 
-    current_raw = exact_sums(index, qty, size)
+    current_raw = grouping.current_raw
     target_raw = exact_sums(index, target_qty, size)
-    gross = cast(FloatArray, np.bincount(index, np.abs(qty), size))
+    gross = grouping.gross
     delta_raw = target_raw - current_raw
-    key_mark = latest_mark(index, size, mark, recency)
+    key_mark = grouping.mark
     current = q(current_raw)
 
     flat = np.abs(target_raw) <= FLAT_TOLERANCE * gross
@@ -218,11 +267,11 @@ def net(
         traded & (current != 0) & (target * current >= 0) & (np.abs(target) < np.abs(current))
     )
 
-    if slot is None:
+    pair_codes, pair_index = grouping.pair_codes, grouping.pair_index
+    if pair_codes is None or pair_index is None:
         pair_key = pair_strategy = np.zeros(0, np.int64)
         pair_delta = np.zeros(0)
     else:
-        pair_codes, pair_index = group(index * slots + slot, size * slots)
         pair_key = pair_codes // max(slots, 1)
         pair_strategy = np.zeros(pair_codes.shape[0], np.int64)
         pair_strategy[pair_index] = strategy

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +20,7 @@ import orjson
 
 from .base import PlannerOptions, PlanningContext, PlanningError
 from .ids import PlanHasher
-from .netting import LotLookup, NettedKeys, exact_sums, net
+from .netting import KeyGrouping, LotLookup, NettedKeys, exact_sums, net
 from .plan import Plan
 from .positions import FloatArray, IntArray, PositionTable
 from .scaling import WorldScale, resolve
@@ -112,23 +114,84 @@ def net_per_world(
 ) -> NettedKeys:
     """Net the rows of the ``planned`` worlds (a mask over ``table.worlds``) toward
     ``target_qty``, per (world, venue, symbol): what every planner trades per world."""
-    n_v, n_s = len(table.venues), len(table.symbols)
-    rows = np.flatnonzero(planned[table.world]) if len(table) else np.zeros(0, np.int64)
-    slot = table.strategy_slot
+    kept = planned_rows(table, planned)
     return net(
-        table.world[rows] * (n_v * n_s) + table.venue[rows] * n_s + table.symbol[rows],
-        len(table.worlds) * n_v * n_s,
-        table.strategy[rows],
-        slot[table.strategy[rows]],
-        int(slot.max()) + 1 if slot.size else 1,
-        table.qty[rows],
-        target_qty[rows],
-        table.mark[rows],
-        table.recency[rows],
+        kept.key,
+        kept.space,
+        kept.strategy,
+        kept.slot,
+        kept.slots,
+        kept.qty,
+        target_qty[kept.rows],
+        kept.mark,
+        kept.recency,
         lots=lots.lookup(with_world=True),
         min_trade_notional=options.min_trade_notional,
         qty_decimals=options.qty_decimals,
+        grouping=kept.grouping,
     )
+
+
+def planned_rows(table: PositionTable, planned: npt.NDArray[np.bool_]) -> _PlannedRows:
+    """The rows of the ``planned`` worlds, kept on the table."""
+    memo_key = f"per-world rows {planned.tobytes().hex()}"
+    kept: _PlannedRows | None = table.memo.get(memo_key)
+    if kept is None:
+        n_v, n_s = len(table.venues), len(table.symbols)
+        rows = np.flatnonzero(planned[table.world]) if len(table) else np.zeros(0, np.int64)
+        slot = table.strategy_slot
+        kept = table.memo[memo_key] = _PlannedRows(
+            rows=rows,
+            key=table.world[rows] * (n_v * n_s) + table.venue[rows] * n_s + table.symbol[rows],
+            space=len(table.worlds) * n_v * n_s,
+            strategy=table.strategy[rows],
+            slot=slot[table.strategy[rows]],
+            slots=int(slot.max()) + 1 if slot.size else 1,
+            qty=table.qty[rows],
+            mark=table.mark[rows],
+            recency=table.recency[rows],
+        )
+    return kept
+
+
+@dataclass(frozen=True)
+class _PlannedRows:
+    """The rows of the planned worlds of a table, keyed per (world, venue, symbol), with their
+    grouping into keys: kept on the table, so plans on an unchanged table net targets only."""
+
+    rows: IntArray
+    key: IntArray
+    space: int
+    strategy: IntArray
+    slot: IntArray
+    slots: int
+    qty: FloatArray
+    mark: FloatArray
+    recency: IntArray
+
+    @cached_property
+    def grouping(self) -> KeyGrouping:
+        return KeyGrouping.of(
+            self.key, self.space, self.slot, self.slots, self.qty, self.mark, self.recency
+        )
+
+
+def global_grouping(table: PositionTable, shared: bool) -> KeyGrouping:
+    """The rows of every world keyed per (venue, symbol), grouped; kept on the table."""
+    memo_key = f"global grouping {shared}"
+    found: KeyGrouping | None = table.memo.get(memo_key)
+    if found is None:
+        n_s = len(table.symbols)
+        found = table.memo[memo_key] = KeyGrouping.of(
+            table.venue * n_s + table.symbol,
+            len(table.venues) * n_s,
+            table.strategy if shared else None,
+            len(table.strategies),
+            table.qty,
+            table.mark,
+            table.recency,
+        )
+    return found
 
 
 class ProportionalRebalancer:
@@ -136,6 +199,13 @@ class ProportionalRebalancer:
 
     name = "proportional"
     with_global = False
+
+    def prepare(self, table: PositionTable, options: PlannerOptions) -> None:
+        """Group the table's rows into keys ahead of the plans on it (every world planned)."""
+        if options.execution_mode != "shared_account":
+            _ = planned_rows(table, np.ones(len(table.worlds), np.bool_)).grouping
+        if self.with_global:
+            global_grouping(table, options.execution_mode == "shared_account")
 
     def plan(self, context: PlanningContext) -> Plan:
         table = context.positions
@@ -185,6 +255,7 @@ class ProportionalRebalancer:
                 lots=lots.lookup(with_world=False),
                 min_trade_notional=options.min_trade_notional,
                 qty_decimals=options.qty_decimals,
+                grouping=global_grouping(table, shared),
             )
         plan_id = self._plan_id(context, scales, per_world, global_view, bool(planned.all()))
         return Plan(

@@ -177,14 +177,16 @@ class SnapshotTable:
         tables[key] = table
         return table
 
-    def warm(self) -> int:
+    def warm(self) -> list[PositionTable]:
         """Rebuild the tables of world sets planned on before whose snapshots have changed
-        since, so that the next plan finds them ready; returns how many were rebuilt. The
-        service calls this when it is otherwise idle."""
+        since, so that the next plan finds them ready; returns them. The service calls this
+        when it is otherwise idle."""
         stale = [key for key, table in self._tables.items() if table is None]
+        rebuilt = []
         for key in stale:
-            self._tables[key] = self._assemble(key)
-        return len(stale)
+            table = self._tables[key] = self._assemble(key)
+            rebuilt.append(table)
+        return rebuilt
 
     def _assemble(self, key: WorldSet) -> PositionTable:
         pieces = []
