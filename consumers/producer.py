@@ -132,10 +132,13 @@ class OutputProducer:
             chain = batches.get(partition)
             if chain is None:
                 chain = batches[partition] = [producer.create_batch()]
-            record = {"timestamp": None, "key": key, "value": value, "headers": record_headers}
-            if chain[-1].append(**record) is None:  # full; a batch's first record always fits
+            if (
+                chain[-1].append(timestamp=None, key=key, value=value, headers=record_headers)
+                is None
+            ):
+                # full: the record opens the next batch, whose first record always fits
                 chain.append(producer.create_batch())
-                chain[-1].append(**record)
+                chain[-1].append(timestamp=None, key=key, value=value, headers=record_headers)
             count += 1
         return Outgoing(topic, [(p, b) for p, chain in batches.items() for b in chain], count)
 
@@ -161,9 +164,6 @@ class OutputProducer:
     async def changelog(self, records: list[Record]) -> Outgoing:
         """State records, tagged with this instance's id so it can skip its own on follow."""
         return await self.batch(self.topics.changelog, records, [("writer", self.writer)])
-
-    async def publish_intents(self, intents: list[dict[str, Any]]) -> int:
-        return await self.publish(await self.intents(intents))
 
     async def publish_records(self, records: list[dict[str, Any]]) -> int:
         """Plan (and held) records keyed by portfolio."""

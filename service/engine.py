@@ -422,27 +422,18 @@ class RebalanceEngine:
         planned = [c.world_id for c in changes]
         shared = options.execution_mode == "shared_account"
         positions = self.snapshots.positions(None if shared else planned)
-        trigger = {
-            "event": None if event is None else event.model_dump(mode="json"),
-            "event_ids": event_ids,
-            "changes": [vars(c) for c in changes],
-        }
-        context = PlanningContext(
-            event_id=event_ids[-1],
+        plan = _run_planner(
+            self.planner,
+            event=event,
+            event_ids=event_ids,
             portfolio_id=portfolio_id,
             occurred_at=occurred_at,
             total_equity=total_equity,
-            changes=tuple(changes),
+            changes=changes,
             positions=positions,
             options=options,
-            trigger=orjson.dumps(trigger, option=orjson.OPT_SORT_KEYS),
-            created_at=now_ms,
-            coalesced_event_ids=tuple(event_ids),
+            now_ms=now_ms,
         )
-        try:
-            plan = self.planner.plan(context)
-        except PlanningError as exc:
-            raise InputError(str(exc)) from None
         self._commit(work, plan, portfolio_id, worlds, portfolio, event_ids, now_ms)
 
     def _commit(
@@ -683,27 +674,18 @@ class RebalanceEngine:
                 planner = TargetWeightRebalancer({world_id: targets})
             except PlanningError as exc:
                 raise InputError(str(exc)) from None
-        trigger = {
-            "event": event.model_dump(mode="json"),
-            "event_ids": event_ids,
-            "changes": [vars(change)],
-        }
-        context = PlanningContext(
-            event_id=event_ids[-1],
+        plan = _run_planner(
+            planner,
+            event=event,
+            event_ids=event_ids,
             portfolio_id=portfolio_id,
             occurred_at=event.occurred_at,
             total_equity=equity,
-            changes=(change,),
+            changes=[change],
             positions=positions,
             options=options,
-            trigger=orjson.dumps(trigger, option=orjson.OPT_SORT_KEYS),
-            created_at=now_ms,
-            coalesced_event_ids=tuple(event_ids),
+            now_ms=now_ms,
         )
-        try:
-            plan = planner.plan(context)
-        except PlanningError as exc:
-            raise InputError(str(exc)) from None
         self._commit(
             work, plan, portfolio_id, {world_id: ws}, portfolio, event_ids, now_ms, policy=event
         )
@@ -741,6 +723,44 @@ def _hold_policy(
     if held.policy is not None:
         update.update(policy=event, occurred_at=event.occurred_at)
     return held.model_copy(update=update)
+
+
+def _run_planner(
+    planner: Rebalancer,
+    *,
+    event: AllocationEvent | PolicyRebalance | None,
+    event_ids: list[str],
+    portfolio_id: str,
+    occurred_at: int,
+    total_equity: float,
+    changes: list[WorldChange],
+    positions: PositionTable,
+    options: PlannerOptions,
+    now_ms: int,
+) -> Plan:
+    """Plan ``changes``; a planner's refusal is the event's error (``InputError``). The
+    trigger, hashed into the plan id, is the event, the events coalesced and the changes."""
+    trigger = {
+        "event": None if event is None else event.model_dump(mode="json"),
+        "event_ids": event_ids,
+        "changes": [vars(c) for c in changes],
+    }
+    context = PlanningContext(
+        event_id=event_ids[-1],
+        portfolio_id=portfolio_id,
+        occurred_at=occurred_at,
+        total_equity=total_equity,
+        changes=tuple(changes),
+        positions=positions,
+        options=options,
+        trigger=orjson.dumps(trigger, option=orjson.OPT_SORT_KEYS),
+        created_at=now_ms,
+        coalesced_event_ids=tuple(event_ids),
+    )
+    try:
+        return planner.plan(context)
+    except PlanningError as exc:
+        raise InputError(str(exc)) from None
 
 
 def affected_strategies(plan: Plan) -> dict[str, list[str]]:
