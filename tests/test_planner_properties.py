@@ -617,12 +617,15 @@ def test_scaling_by_one_yields_no_intents(scenario: Scenario) -> None:
             assert d["delta_qty_unrounded"] == 0.0, (world_id, d)
 
 
-def plan_bytes(plan: Plan) -> tuple[str, list[str], bytes, bytes]:
+def plan_bytes(plan: Plan) -> tuple[str, list[str], bytes, bytes, bytes]:
+    """A plan's ids and serialised record and intents, plain and in the wire form (which
+    keeps breakdown layouts on the table between plans)."""
     return (
         plan.plan_id,
         [i["intent_id"] for i in plan.intents()],
         orjson.dumps(plan.record()),
         orjson.dumps(plan.intents()),
+        orjson.dumps(plan.wire),
     )
 
 

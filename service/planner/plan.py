@@ -33,6 +33,9 @@ def _nullable(values: npt.NDArray[np.float64]) -> list[float | None]:
 
 _EMPTY_LIST = orjson.Fragment(b"[]")
 
+LAYOUTS_KEPT = 8
+"""Breakdown layouts kept per position table (one per set of worlds planned together)."""
+
 
 def _money(x: float) -> float:
     return round(x, 8) + 0.0
@@ -165,29 +168,47 @@ class _Materialiser:
     ) -> list[orjson.Fragment]:
         """``_breakdown`` as JSON fragments, built without a Python step per entry.
 
-        Every number of the keys comes from one ``orjson.dumps`` of the array; each entry is
-        its strategy's object head (``[`` before a key's first entry, ``},`` before the others)
-        and its number; a key's fragment is one join of its entries and a closing ``}]``.
-        Python loops only over strategies and keys.
+        A key's breakdown is its entries' heads (``[{"strategy_id":"s1","delta_qty":`` or
+        ``},{...``) with the numbers between them. The heads depend only on which strategies
+        meet on which key, the same plan after plan on one position table, so they are laid
+        out once (``_layout``); a plan writes all its numbers with one ``orjson.dumps`` of the
+        array, drops them into the layout and joins each key's slice.
         """
         start = np.searchsorted(view.pair_key, np.arange(lo, hi + 1))
         first, last = int(start[0]), int(start[-1])
         if first == last:
             return [_EMPTY_LIST] * (hi - lo)
-        bounds = (start - first).tolist()
-        size = last - first
-        opens = np.zeros(size, np.int64)
-        opens[[b for b in bounds[:-1] if b < size]] = 1  # a key's first entry
-        heads = self._heads(with_world)
+        parts, spans = self._layout(view.pair_strategy[first:last], start - first, with_world)
+        parts = parts.copy()
         numbers = orjson.dumps(view.pair_delta[first:last], option=orjson.OPT_SERIALIZE_NUMPY)
-        parts: list[bytes] = [b""] * (2 * size)
-        parts[0::2] = map(heads.__getitem__, (view.pair_strategy[first:last] * 2 + opens).tolist())
         parts[1::2] = numbers[1:-1].split(b",")
         join = b"".join
         return [
-            orjson.Fragment(join(parts[2 * a : 2 * b]) + b"}]") if b > a else _EMPTY_LIST
-            for a, b in itertools.pairwise(bounds)
+            orjson.Fragment(join(parts[a:b]) + b"}]") if b > a else _EMPTY_LIST for a, b in spans
         ]
+
+    def _layout(
+        self, strategy: npt.NDArray[np.int64], bounds: npt.NDArray[np.int64], with_world: bool
+    ) -> tuple[list[bytes], list[tuple[int, int]]]:
+        """The breakdown entries' heads at even places, room for their numbers at odd ones,
+        and each key's ``[a, b)`` in that list; kept on the table per distinct layout."""
+        layouts: dict[Any, tuple[list[bytes], list[tuple[int, int]]]] = self.table.memo.setdefault(
+            "breakdown layouts", {}
+        )
+        memo_key = (with_world, bounds.tobytes(), strategy.tobytes())
+        found = layouts.get(memo_key)
+        if found is None:
+            heads = self._heads(with_world)
+            opens = np.zeros(strategy.shape[0], np.int64)
+            edges = bounds.tolist()
+            opens[[b for b in edges[:-1] if b < strategy.shape[0]]] = 1  # a key's first entry
+            parts: list[bytes] = [b""] * (2 * strategy.shape[0])
+            parts[0::2] = map(heads.__getitem__, (strategy * 2 + opens).tolist())
+            spans = [(2 * a, 2 * b) for a, b in itertools.pairwise(edges)]
+            if len(layouts) >= LAYOUTS_KEPT:
+                layouts.clear()
+            found = layouts[memo_key] = (parts, spans)
+        return found
 
     def _heads(self, with_world: bool) -> list[bytes]:
         """Per strategy code ``c``, a breakdown entry's start: at ``2c`` after another entry
