@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from service.planner import (
@@ -672,6 +672,32 @@ def test_the_wire_form_serialises_to_the_same_bytes(scenario: Scenario) -> None:
     assert orjson.dumps(record) == orjson.dumps(plan.record())
     intents = intents_from_record(record)
     assert [orjson.dumps(i) for i in intents] == [orjson.dumps(i) for i in plan.intents()]
+
+
+@SETTINGS
+@given(scenarios())
+def test_one_world_plans_its_global_view_from_its_own(scenario: Scenario) -> None:
+    """(6c) The service plans one world on a table of that world's rows. Its global view
+    is then copied from the world's keys instead of netted again: the same bytes as netting
+    it, plain and wire form, whatever the options (shared accounts always net)."""
+    assume(scenario.changes)
+    change = scenario.changes[0]
+    rows = [r for r in scenario.rows if r[0] == change.world_id]
+    assume(rows)
+    context = build_context(scenario, rows=rows, changes=[change])
+
+    class NettingAgain(MultiWorldProportionalRebalancer):
+        reuse_world_view = False
+
+    try:
+        reused = MultiWorldProportionalRebalancer().plan(context)
+    except PlanningError:
+        return
+    netted = NettingAgain().plan(build_context(scenario, rows=rows, changes=[change]))
+    shared = scenario.options.execution_mode == "shared_account"
+    assert reused.global_is_per_world is not shared
+    assert not netted.global_is_per_world
+    assert plan_bytes(reused) == plan_bytes(netted)
 
 
 @SETTINGS

@@ -51,6 +51,9 @@ class Plan:
     worlds: tuple[WorldScale, ...]
     per_world: NettedKeys
     global_view: NettedKeys | None
+    global_is_per_world: bool = False
+    """The global view is ``per_world`` without breakdowns: one world, planned whole, whose
+    ``(venue, symbol)`` keys are its keys. Its entries are then copied from the world's."""
 
     @cached_property
     def _record(self) -> Json:
@@ -131,7 +134,15 @@ class _Materialiser:
             }
         global_deltas: list[Json] = []
         global_dropped: list[Json] = []
-        if plan.global_view is not None:
+        if plan.global_is_per_world:
+            empty: Any = _EMPTY_LIST if self.wire else None
+            global_deltas = [
+                {**d, "legs": [], "strategy_breakdown": [] if empty is None else empty}
+                for world in per_world.values()
+                for d in world["deltas"]
+            ]
+            global_dropped = [dict(d) for world in per_world.values() for d in world["dropped"]]
+        elif plan.global_view is not None:
             global_deltas, global_dropped = self._keys(
                 plan.global_view, 0, len(plan.global_view), world_id=None, emit=shared
             )

@@ -7,6 +7,7 @@ execute that net in shared-account mode.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -199,6 +200,9 @@ class ProportionalRebalancer:
 
     name = "proportional"
     with_global = False
+    reuse_world_view = True
+    """With one world in the table, planned whole, its view is the global view: the same
+    keys, rows and sums. ``False`` nets the global view anyway (tests compare the two)."""
 
     def prepare(self, table: PositionTable, options: PlannerOptions) -> None:
         """Group the table's rows into keys ahead of the plans on it (every world planned)."""
@@ -240,8 +244,20 @@ class ProportionalRebalancer:
         lots = LotSizes.of(table, options)
         per_world = net_per_world(table, planned, target_qty, options, lots)
         global_view: NettedKeys | None = None
-        if self.with_global:
-            shared = options.execution_mode == "shared_account"
+        shared = options.execution_mode == "shared_account"
+        global_is_per_world = (
+            self.with_global
+            and self.reuse_world_view
+            and not shared
+            and len(table.worlds) == 1
+            and bool(planned.all())
+        )
+        if global_is_per_world:
+            none = np.zeros(0, np.int64)
+            global_view = dataclasses.replace(
+                per_world, pair_key=none, pair_strategy=none, pair_delta=np.zeros(0)
+            )
+        elif self.with_global:
             global_view = net(
                 pair,
                 n_v * n_s,
@@ -265,6 +281,7 @@ class ProportionalRebalancer:
             worlds=tuple(scales),
             per_world=per_world,
             global_view=global_view,
+            global_is_per_world=global_is_per_world,
         )
 
     def _scales(self, context: PlanningContext) -> list[WorldScale]:
