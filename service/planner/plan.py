@@ -135,9 +135,8 @@ class _Materialiser:
         global_deltas: list[Json] = []
         global_dropped: list[Json] = []
         if plan.global_is_per_world:
-            empty: Any = _EMPTY_LIST if self.wire else None
             global_deltas = [
-                {**d, "legs": [], "strategy_breakdown": [] if empty is None else empty}
+                {**d, "legs": [], "strategy_breakdown": _EMPTY_LIST if self.wire else []}
                 for world in per_world.values()
                 for d in world["deltas"]
             ]

@@ -206,10 +206,16 @@ class ProportionalRebalancer:
 
     def prepare(self, table: PositionTable, options: PlannerOptions) -> None:
         """Group the table's rows into keys ahead of the plans on it (every world planned)."""
-        if options.execution_mode != "shared_account":
+        shared = options.execution_mode == "shared_account"
+        if not shared:
             _ = planned_rows(table, np.ones(len(table.worlds), np.bool_)).grouping
-        if self.with_global:
-            global_grouping(table, options.execution_mode == "shared_account")
+        if self.with_global and not self._world_view_is_global(table, shared):
+            global_grouping(table, shared)
+
+    def _world_view_is_global(self, table: PositionTable, shared: bool) -> bool:
+        """Whether the global view of a plan of every world is the per-world view: one world
+        in the table, and per-world execution."""
+        return self.with_global and self.reuse_world_view and not shared and len(table.worlds) == 1
 
     def plan(self, context: PlanningContext) -> Plan:
         table = context.positions
@@ -245,13 +251,7 @@ class ProportionalRebalancer:
         per_world = net_per_world(table, planned, target_qty, options, lots)
         global_view: NettedKeys | None = None
         shared = options.execution_mode == "shared_account"
-        global_is_per_world = (
-            self.with_global
-            and self.reuse_world_view
-            and not shared
-            and len(table.worlds) == 1
-            and bool(planned.all())
-        )
+        global_is_per_world = self._world_view_is_global(table, shared) and bool(planned.all())
         if global_is_per_world:
             none = np.zeros(0, np.int64)
             global_view = dataclasses.replace(
