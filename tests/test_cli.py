@@ -316,3 +316,20 @@ def test_config_file_and_environment_set_planner_defaults(tmp_path: Path) -> Non
     result = run_cli("plan", "-", "--config", str(bad), stdin=request)
     assert result.returncode == 2
     assert b"config: planner.flip_policy: Input should be" in result.stderr
+
+
+def test_large_lot_counts_round_down_not_up_by_whole_lots() -> None:
+    # SPEC 3.2: float slack never exceeds 1e-6 of a lot; the delta is 1,500,000,000.5 lots
+    request = (
+        b'{"total_equity":1e6,"world_alloc_before":{"a":0.5},"world_alloc_after":{"a":0.75},'
+        b'"positions":[{"world_id":"a","strategy_id":"s","symbol":"X","qty":3000000001,'
+        b'"mark":1.0}],"min_trade_notional":0,"lot_size_by_symbol":{"X":1}}'
+    )
+    result = run_cli("plan", "-", "--with-intents", stdin=request)
+    assert result.returncode == 0, result.stderr
+    plan = orjson.loads(result.stdout)
+    (key,) = plan["per_world"]["a"]["deltas"]
+    assert key["delta_qty_unrounded"] == 1_500_000_000.5
+    assert (key["delta_qty"], key["target_qty"]) == (1_500_000_000.0, 4_500_000_001.0)
+    assert [d["delta_qty"] for d in plan["global_deltas"]] == [1_500_000_000.0]
+    assert [i["delta_qty"] for i in plan["intents"]] == [1_500_000_000.0]

@@ -23,6 +23,7 @@ from typing import Literal
 import orjson
 
 from service.execution import VenueRules
+from service.planner.lots import is_whole_lots, lot_count, lot_fraction, lots_to_qty
 from service.state.stored_snapshot import StoredSnapshot
 
 from .base import Order, OrderStatus, OrderUpdate
@@ -133,10 +134,8 @@ class PaperVenue:
                 return f"reduce-only order {order.qty:+g} would grow or flip position {held:+g}"
         closing_all = order.reduce_only and abs(held + order.qty) < 1e-12
         lot = rules.lot_size
-        if lot is not None and not closing_all:
-            lots = abs(order.qty) / lot
-            if abs(lots - round(lots)) > 1e-6:
-                return f"quantity {order.qty:g} is not a multiple of the lot size {lot:g}"
+        if lot is not None and not closing_all and not is_whole_lots(order.qty, *lot_fraction(lot)):
+            return f"quantity {order.qty:g} is not a multiple of the lot size {lot:g}"
         notional = abs(order.qty) * order.price
         if notional < rules.min_notional and not closing_all:
             return f"notional {notional:g} is under the minimum {rules.min_notional:g}"
@@ -158,8 +157,9 @@ class PaperVenue:
                 await asyncio.sleep(c.fill_interval_ms / 1000)
                 lot = self.rules(order.symbol).lot_size
                 piece = order.qty / max(1, c.partial_slices)
-                if lot is not None:
-                    piece = math.copysign(max(lot, math.floor(abs(piece) / lot) * lot), piece)
+                if lot is not None:  # whole lots (SPEC 3.2's rounding), at least one
+                    num, scale = lot_fraction(lot)
+                    piece = lots_to_qty(max(1, lot_count(piece, num, scale)), num, scale, piece)
                 part = remaining if abs(piece) >= abs(remaining) else piece
             else:
                 part = remaining

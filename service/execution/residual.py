@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..planner.lots import lot_fraction, round_qty_to_lots
+
 
 @dataclass(frozen=True)
 class VenueRules:
@@ -33,11 +35,12 @@ class OrderRequest:
 
 
 def to_lots(qty: float, rules: VenueRules) -> float:
-    """``qty`` rounded toward zero to whole lots (or to ``qty_decimals`` without a lot)."""
+    """``qty`` rounded toward zero to whole lots as SPEC 3.2 rounds (``planner.lots``: float
+    noise just below a whole number of lots counts as it, never more than 1e-6 of a lot), or to
+    ``qty_decimals`` without a lot."""
     if rules.lot_size is None:
         return round(qty, rules.qty_decimals) + 0.0
-    lots = math.floor(abs(qty) / rules.lot_size + 1e-9)
-    return math.copysign(round(lots * rules.lot_size, rules.qty_decimals), qty) + 0.0
+    return round_qty_to_lots(qty, *lot_fraction(rules.lot_size))
 
 
 def next_order(

@@ -15,6 +15,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
+from .lots import round_to_lots
 from .positions import FloatArray, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
@@ -26,9 +27,6 @@ REASONS = {
     BELOW_MIN_NOTIONAL: "below_min_notional",
     ROUNDED_TO_ZERO: "rounded_to_zero",
 }
-
-LOT_TOLERANCE = 1e-9
-"""Relative slack when counting lots, so that 0.3 / 0.1 is 3 lots and not 2."""
 
 FLAT_TOLERANCE = 1e-12
 """A target within this fraction of a key's gross quantity is flat and closed exactly."""
@@ -122,14 +120,6 @@ def latest_mark(index: IntArray, size: int, mark: FloatArray, recency: IntArray)
     found = best >= 0
     out[found] = mark[best[found] & 0xFFFFFFFF]
     return out
-
-
-def round_to_lots(x: FloatArray, numerator: FloatArray, scale: FloatArray) -> FloatArray:
-    """Round toward zero to whole lots of ``numerator / scale`` (exact decimal results)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lots = np.abs(x) * scale / numerator
-        whole = np.floor(lots + LOT_TOLERANCE * np.maximum(lots, 1.0))
-        return np.sign(x) * (whole * numerator) / scale
 
 
 @dataclass(frozen=True)
@@ -231,13 +221,12 @@ def net(
     has_lot = np.isfinite(numerator)
     to_round = np.where(flip, target_raw, delta_raw) if flip.any() else delta_raw
     if has_lot.all():
-        rounded = round_to_lots(to_round, numerator, scale) + 0.0
+        rounded = round_to_lots(to_round, numerator, scale)
     elif not has_lot.any():
         rounded = q(to_round)
     else:
         rounded = q(to_round)
         rounded[has_lot] = round_to_lots(to_round[has_lot], numerator[has_lot], scale[has_lot])
-        rounded += 0.0
 
     target = q(current + rounded)
     delta = rounded

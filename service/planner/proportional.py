@@ -12,7 +12,6 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import cached_property
 
 import numpy as np
@@ -21,21 +20,11 @@ import orjson
 
 from .base import PlannerOptions, PlanningContext, PlanningError
 from .ids import PlanHasher
+from .lots import lot_fraction
 from .netting import KeyGrouping, LotLookup, NettedKeys, exact_sums, net
 from .plan import Plan
 from .positions import FloatArray, IntArray, PositionTable
 from .scaling import WorldScale, resolve
-
-
-@functools.lru_cache(maxsize=4096)
-def lot_fraction(lot: float) -> tuple[float, float]:
-    """A lot size as ``numerator / 10**k`` with an integral numerator, so that multiples of it
-    come out as the exact nearest float of the decimal (333 x 0.001 is 0.333, not 0.33300..1)."""
-    exponent = Decimal(repr(lot)).normalize().as_tuple().exponent
-    if not isinstance(exponent, int) or exponent >= 0 or exponent < -15:
-        return lot, 1.0
-    scale = 10.0**-exponent
-    return float(round(lot * scale)), scale
 
 
 class LotSizes:

@@ -17,8 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ..planner.netting import LOT_TOLERANCE
-from ..planner.proportional import lot_fraction
+from ..planner.lots import is_whole_lots, lot_count, lot_fraction, lots_to_qty
 from .errors import FloatArray, PolicyError, finite_vector
 
 
@@ -57,16 +56,16 @@ def pace(
 
 
 def _lot_count(qty: float, lot: float) -> int:
-    lots = abs(qty) / lot
-    whole = math.floor(lots + LOT_TOLERANCE * max(lots, 1.0))
-    if abs(lots - whole) > LOT_TOLERANCE * max(lots, 1.0) * 10:
+    """``qty`` in lots, which it must be a whole number of (SPEC 3.2's tolerance)."""
+    num, scale = lot_fraction(lot)
+    if not is_whole_lots(qty, num, scale):
         raise PolicyError(f"qty: {qty} is not a whole number of lots of {lot}")
-    return whole
+    return lot_count(qty, num, scale)
 
 
 def _lots_to_qty(counts: npt.NDArray[np.int64], lot: float, sign: float) -> list[float]:
     num, scale = lot_fraction(lot)
-    return [sign * (int(k) * num) / scale + 0.0 for k in counts.tolist()]
+    return [lots_to_qty(k, num, scale, sign) for k in counts.tolist()]
 
 
 def _spread_lots(total: int, shares: FloatArray) -> npt.NDArray[np.int64]:
@@ -102,7 +101,8 @@ def pace_quantity(
 
 
 NOTIONAL_SLACK = 1e-9
-"""A slice may exceed ``max_notional`` by this relative amount (float rounding), no more."""
+"""Without a lot size, a slice may exceed ``max_notional`` by this relative amount (float
+rounding), no more; with one, by what SPEC 3.2's lot rule tolerates (at most 1e-6 of a lot)."""
 
 MAX_SLICES = 10_000
 """More slices than this is a configuration mistake (a cap far too small for the order)."""
@@ -135,7 +135,8 @@ def slice_quantity(
         return out
     if not (math.isfinite(lot) and lot > 0):
         raise PolicyError(f"lot: {lot} must be > 0")
-    per_slice = math.floor(max_notional / (lot * mark) * (1 + NOTIONAL_SLACK))
+    num, scale = lot_fraction(lot)
+    per_slice = lot_count(max_notional / mark, num, scale)
     if per_slice < 1:
         raise PolicyError(
             f"max_notional: one lot of {lot} at {mark} is worth {lot * mark:g}, "
