@@ -20,6 +20,7 @@ from .messages import PositionSnapshot, StrategyWeightsUpdated, WorldAllocations
 from .messages._types import (
     SUM_TOLERANCE,
     EpochMs,
+    LotSize,
     Message,
     Name,
     NonNegative,
@@ -71,7 +72,7 @@ class QmtlPlanRequest(Message):
     strategy_alloc_before_total: dict[Name, dict[Name, Ratio]] | None = None
     strategy_alloc_after_total: dict[Name, dict[Name, Ratio]] | None = None
     min_trade_notional: NonNegative | None = None
-    lot_size_by_symbol: dict[Name, float] | None = None
+    lot_size_by_symbol: dict[Name, LotSize] | None = None
     mode: Literal["scaling"] | None = Field(
         default=None, description="Only 'scaling' is supported (overlay modes are not)."
     )

@@ -13,10 +13,10 @@ from pydantic import Field, TypeAdapter, model_validator
 from ._types import (
     SUM_TOLERANCE,
     EpochMs,
+    LotSize,
     Message,
     Name,
     NonNegative,
-    Positive,
     Ratio,
     SchemaVersion,
     check_ratio_sum,
@@ -43,7 +43,7 @@ class WorldAllocationsChanged(Message):
     strategy_alloc_after_total: StrategyRatios | None = None
     strategy_alloc_before_total: StrategyRatios | None = None
     min_trade_notional: NonNegative | None = None
-    lot_size_by_symbol: dict[Name, Positive] | None = None
+    lot_size_by_symbol: dict[Name, LotSize] | None = None
 
     @model_validator(mode="after")
     def _check_sums(self) -> WorldAllocationsChanged:

@@ -15,7 +15,23 @@ class DeadLetter(Message):
     partition: int = Field(ge=0)
     offset: int = Field(ge=0)
     key_b64: str | None = None
-    value_b64: str | None = Field(description="The original value bytes, base64; null if none.")
+    value_b64: str | None = Field(
+        description="The original value bytes, base64 (the first bytes only when "
+        "``truncated``); null if none."
+    )
+    value_size: int | None = Field(
+        default=None, ge=0, description="Length of the original value, in bytes."
+    )
+    value_sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="SHA-256 of the whole original value, hex: identifies it when truncated.",
+    )
+    truncated: bool = Field(
+        default=False,
+        description="The key or value was cut to fit the broker's message size; sizes and "
+        "hashes describe the originals.",
+    )
     error_class: str
     error_message: str
     failed_at: EpochMs

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._types import EpochMs, Message, Name, NonNegative, Positive, Quantity, SchemaVersion
+from ._types import EpochMs, Message, Name, NonNegative, Price, Quantity, SchemaVersion
 from .intent import Leg, StrategyDelta
 from .policy import PolicyRebalance
 
@@ -39,7 +39,7 @@ class KeyDelta(Message):
     current_qty: Quantity
     target_qty: Quantity
     delta_qty_unrounded: Quantity
-    mark: Positive
+    mark: Price
     notional: NonNegative
     reduce_only: bool
     flip: bool
@@ -58,7 +58,7 @@ class DroppedKey(Message):
     reason: DropReason
     current_qty: Quantity
     delta_qty_unrounded: Quantity
-    mark: Positive | None
+    mark: Price | None
     notional: NonNegative | None
 
 

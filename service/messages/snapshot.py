@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, ValidatorFunctionWrapHandler, field_validator
 
-from ._types import EpochMs, Finite, Message, Name, Price, Quantity, SchemaVersion
+from ._types import Amount, EpochMs, Message, Name, Price, Quantity, SchemaVersion, Sequence
 
 
 class Position(Message):
@@ -18,7 +18,7 @@ class Position(Message):
     mark: Price | None = Field(
         default=None, description="Latest mark; a key without any mark is held, never guessed."
     )
-    avg_cost: Finite | None = None
+    avg_cost: Amount | None = None
 
 
 class PositionSnapshot(Message):
@@ -31,8 +31,8 @@ class PositionSnapshot(Message):
     world_id: Name
     strategy_id: Name
     as_of: EpochMs
-    seq: int | None = Field(default=None, ge=0, description="Breaks ties between equal as_of.")
-    cash: Finite | None = None
+    seq: Sequence | None = Field(default=None, description="Breaks ties between equal as_of.")
+    cash: Amount | None = None
     positions: list[Position] = Field(default_factory=list)
     converged_plan_id: Name | None = Field(
         default=None, description="Set by execution nodes: the last plan fully reached."

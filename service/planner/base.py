@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from ..messages._types import MAX_AMOUNT, LotSize
 from .positions import PositionTable
 from .scaling import ScaleRule, WorldChange
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 FlipPolicy = Literal["flatten_then_open", "direct_flip"]
 ExecutionMode = Literal["per_world", "shared_account"]
-LotSize = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+MAX_INTENT_TTL_MS = 366 * 86_400_000
+"""An intent lives at most a year: its expiry stays a representable time."""
 
 
 class PlannerOptions(BaseModel):
@@ -37,7 +40,7 @@ class PlannerOptions(BaseModel):
     allow_shared_account: bool = Field(
         default=False, description="shared_account mode is refused unless this is set."
     )
-    min_trade_notional: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    min_trade_notional: float = Field(default=0.0, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
     lot_size_by_symbol: dict[str, LotSize] = Field(default_factory=dict)
     lot_size_by_venue: dict[str, dict[str, LotSize]] = Field(
         default_factory=dict, description="venue -> symbol -> lot size; wins over by_symbol."
@@ -45,7 +48,9 @@ class PlannerOptions(BaseModel):
     qty_decimals: int = Field(
         default=12, ge=0, le=15, description="Quantities without a lot size are rounded to this."
     )
-    intent_ttl_ms: int = Field(default=300_000, gt=0, description="expires_at - created_at.")
+    intent_ttl_ms: int = Field(
+        default=300_000, gt=0, le=MAX_INTENT_TTL_MS, description="expires_at - created_at."
+    )
 
     _canonical: dict[str, Any] | None = PrivateAttr(default=None)
 

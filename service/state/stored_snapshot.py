@@ -21,18 +21,35 @@ import msgspec
 
 from ..errors import InputError
 from ..messages import PositionSnapshot
+from ..messages._types import (
+    MAX_AMOUNT,
+    MAX_EPOCH_MS,
+    MAX_PRICE,
+    MAX_QUANTITY,
+    MAX_SEQ,
+)
 
+# The model's bounds (``messages._types``), restated for msgspec.
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-_Price = Annotated[float, msgspec.Meta(gt=0)]
-_NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+_Price = Annotated[float, msgspec.Meta(gt=0, le=MAX_PRICE)]
+_Quantity = Annotated[float, msgspec.Meta(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
+_Amount = Annotated[float, msgspec.Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+_EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
+_Sequence = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 
-_NAME_FORBIDDEN = re.compile(r"[|\x00-\x1f]")
-"""What the model's ``Name`` refuses besides its length (``^[^|\\x00-\\x1f]+$``).
+_NAME_FORBIDDEN = re.compile(r"[|\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""What the model's ``Name`` refuses besides its length (``NAME_PATTERN``).
 
-Every string of a snapshot is a ``Name``, and JSON can only put a control character into a
-string as an escape, so a record with neither ``|`` nor ``\\`` in its bytes needs no check."""
+Every string of a snapshot is a ``Name``. JSON can put a C0 control character into a string
+only as an escape, DEL is the byte 0x7f, and C1 controls and U+2028/U+2029 are non-ASCII, so a
+record of ASCII bytes with no ``|``, ``\\`` or DEL needs no check."""
 
-_PIPE, _BACKSLASH = ord("|"), ord("\\")  # an int's ``in`` on bytes is a plain memchr
+_PIPE, _BACKSLASH, _DEL = ord("|"), ord("\\"), 0x7F  # an int's ``in`` on bytes is a memchr
+
+
+def _needs_name_check(data: bytes) -> bool:
+    return _PIPE in data or _BACKSLASH in data or _DEL in data or not data.isascii()
+
 
 # JSON has no NaN or infinity, and msgspec refuses a number that overflows a float, so every
 # float these structs hold is finite, as the model's ``allow_inf_nan=False`` demands.
@@ -42,10 +59,10 @@ class StoredPosition(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc
     """One position of a stored snapshot."""
 
     symbol: _Name
-    qty: float
+    qty: _Quantity
     venue: _Name | None = None
     mark: _Price | None = None
-    avg_cost: float | None = None
+    avg_cost: _Amount | None = None
 
 
 class _WireHeader(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -53,10 +70,10 @@ class _WireHeader(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
     world_id: _Name
     strategy_id: _Name
-    as_of: _NonNegativeInt
+    as_of: _EpochMs
     schema_version: Literal[1] = 1
-    seq: _NonNegativeInt | None = None
-    cash: float | None = None
+    seq: _Sequence | None = None
+    cash: _Amount | None = None
     converged_plan_id: _Name | None = None
 
 
@@ -98,11 +115,11 @@ class _MapBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A value of QMTL's ``{symbol: {qty, avg_cost, mark}}`` form; a ``symbol`` inside it
     wins over the key, as in the model, which merges the body over the key."""
 
-    qty: float
+    qty: _Quantity
     symbol: _Name | msgspec.UnsetType = msgspec.UNSET
     venue: _Name | None = None
     mark: _Price | None = None
-    avg_cost: float | None = None
+    avg_cost: _Amount | None = None
 
 
 class _MapFormSnapshot(_WireHeader):
@@ -159,7 +176,7 @@ def fast_decode(data: bytes) -> tuple[tuple[StoredPosition, ...], _Decoded] | No
         except _DecodeErrors:
             return None
     rows = _rows(s)
-    if (_PIPE in data or _BACKSLASH in data) and not _names_allowed(s, rows):
+    if _needs_name_check(data) and not _names_allowed(s, rows):
         return None
     return rows, s
 
@@ -191,7 +208,7 @@ def decode_snapshot_record(key: bytes | None, value: bytes | None) -> StoredSnap
         return None
     try:  # the list form with plain names, inline: this is once per record on the topic
         s = _decode_list_form(value)
-        if _PIPE in value or _BACKSLASH in value:
+        if _needs_name_check(value):
             raise _NeedsGeneralPath
         snapshot = StoredSnapshot(
             s.world_id, s.strategy_id, s.as_of, s.seq, s.converged_plan_id, len(s.positions), value
