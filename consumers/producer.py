@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -176,10 +182,43 @@ class OutputProducer:
     async def write_changelog(self, records: list[Record]) -> int:
         return await self.publish(await self.changelog(records))
 
-    async def dead_letter(self, letter: DeadLetter) -> None:
-        key = f"{letter.topic}|{letter.partition}|{letter.offset}".encode()
-        value = letter.model_dump_json().encode()
-        await self.publish(await self.batch(self.topics.dead_letters, [(key, value)]))
+    async def dead_letters(self, letters: list[DeadLetter]) -> int:
+        """Publish dead letters as one batch per partition; returns how many. A letter the
+        broker refuses as too large is published again with less of the original bytes
+        (``DeadLetter.shrunk``); any other failure is the broker's and is raised."""
+        try:
+            return await self.publish(await self._dead_letter_batch(letters))
+        except TOO_LARGE:
+            if len(letters) > 1:  # find the large one(s) alone
+                count = 0
+                for letter in letters:
+                    count += await self.dead_letters([letter])
+                return count
+            smaller = shrunk(letters[0])
+            if smaller is None:
+                raise
+            return await self.dead_letters([smaller])
+
+    async def _dead_letter_batch(self, letters: list[DeadLetter]) -> Outgoing:
+        return await self.batch(
+            self.topics.dead_letters,
+            (
+                (f"{d.topic}|{d.partition}|{d.offset}".encode(), d.model_dump_json().encode())
+                for d in letters
+            ),
+        )
+
+
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+"""What a broker answers for a message above its size limit."""
+
+DEAD_LETTER_BYTES = 256 * 1024
+"""The original bytes a dead letter keeps, at most (key and value each): base64 of 256 KiB is
+some 350 KB, so a letter fits Apache Kafka's default 1 MB message size."""
+
+ERROR_MESSAGE_CHARS = 8_000
+"""A dead letter's reason is cut after this many characters (10,000 bad rows say as much in
+their first lines as in all)."""
 
 
 def dead_letter_for(
@@ -191,15 +230,45 @@ def dead_letter_for(
     error: BaseException,
     message: str,
     now_ms: int,
+    *,
+    max_bytes: int = DEAD_LETTER_BYTES,
 ) -> DeadLetter:
-    """A dead letter carrying the original bytes and why they were refused."""
+    """A dead letter carrying the original bytes (the first ``max_bytes`` of each, with the
+    value's size and SHA-256) and why they were refused."""
+    if len(message) > ERROR_MESSAGE_CHARS:
+        message = f"{message[:ERROR_MESSAGE_CHARS]}... ({len(message)} characters in all)"
+    truncated = any(b is not None and len(b) > max_bytes for b in (key, value))
     return DeadLetter(
         topic=topic,
         partition=partition,
         offset=offset,
-        key_b64=None if key is None else base64.b64encode(key).decode(),
-        value_b64=None if value is None else base64.b64encode(value).decode(),
+        key_b64=None if key is None else base64.b64encode(key[:max_bytes]).decode(),
+        value_b64=None if value is None else base64.b64encode(value[:max_bytes]).decode(),
+        value_size=None if value is None else len(value),
+        value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
+        truncated=truncated,
         error_class=type(error).__name__,
         error_message=message,
         failed_at=now_ms,
+    )
+
+
+def shrunk(letter: DeadLetter) -> DeadLetter | None:
+    """The letter with an eighth of its original bytes (None when it keeps none already):
+    for a broker whose message size is below what ``dead_letter_for`` assumed."""
+    kept = [base64.b64decode(b) for b in (letter.key_b64, letter.value_b64) if b is not None]
+    longest = max((len(b) for b in kept), default=0)
+    if longest == 0:
+        return None
+    limit = longest // 8
+
+    def cut(b64: str | None) -> str | None:
+        return None if b64 is None else base64.b64encode(base64.b64decode(b64)[:limit]).decode()
+
+    return letter.model_copy(
+        update={
+            "key_b64": cut(letter.key_b64),
+            "value_b64": cut(letter.value_b64),
+            "truncated": True,
+        }
     )

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -43,7 +44,7 @@ from .messages import topic_event_adapter
 from .metrics import Metrics
 from .runtime import freeze_startup_heap
 from .settings import Settings
-from .state.allocations import AllocationState, ChangelogError
+from .state.allocations import AllocationState, ChangelogError, Record, dead_letters_key
 from .state.snapshots import SnapshotTable
 
 log = logging.getLogger("rebalancer")
@@ -71,6 +72,17 @@ to assemble), and a plan finds a stale table at worst, never a wrong one."""
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def check_key(key: bytes | None, portfolio_id: str) -> None:
+    """An allocation event's Kafka key must be its portfolio: consumption follows the key and
+    ownership the portfolio, so a mismatch would let two instances write one portfolio."""
+    if key != portfolio_id.encode():
+        shown = "no key" if key is None else f"key {key.decode(errors='replace')!r}"
+        raise InputError(
+            f"portfolio_id: the record has {shown}, but allocation events must be keyed by "
+            f"their portfolio_id {portfolio_id!r}"
+        )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -125,6 +137,7 @@ class RebalancerApp:
         )
         self.policy_wake = asyncio.Event()
         self._dirty_worlds: set[str] = set()
+        self._refused_releases: set[str] = set()
         self._next_warm = 0.0
         self._fault = os.environ.get(FAULT_ENV)
         if self._fault is not None and self._fault not in FAULT_STEPS:
@@ -181,7 +194,6 @@ class RebalancerApp:
             len(self.snapshots),
             len(self.state.worlds),
         )
-        await self._flush_dead_letters()
         self.snapshot_reader.follow()
         # The changelog is not followed: each instance writes only the state of portfolios it
         # owns, so others' writes matter only when ownership moves, and _sync catches up then.
@@ -246,7 +258,13 @@ class RebalancerApp:
     # -- inputs -------------------------------------------------------------------------------
 
     def _on_snapshots(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        if self.snapshots.ingest(records, self._reject_snapshot):
+        applied = self.snapshots.ingest(
+            records,
+            self._reject_snapshot,
+            now_ms=self.clock(),
+            max_skew_ms=self.settings.max_clock_skew_ms,
+        )
+        if applied:
             self.wake.set()
             if self.policy_runner is not None:
                 watched = self.policy_runner.worlds
@@ -260,42 +278,94 @@ class RebalancerApp:
     def _reject_snapshot(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         reason = describe(exc) if isinstance(exc, ValidationError) else str(exc)
         self._pending_dead_letters.append((record, exc, reason))
+        self.wake.set()
 
     def _on_changelog_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         for record in records:
             self._on_changelog(record)
 
     def _on_changelog(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Apply a state record. One that cannot be read stops the service (``ChangelogError``
+        names it): skipping it would forget a world, or a plan half published."""
         if self._restored and ("writer", self.producer.writer) in tuple(record.headers or ()):
             return  # our own write, applied when we made it
         try:
             self.state.apply(record.key or b"", record.value)
         except ChangelogError as exc:
-            log.error("skipping changelog record at offset %d: %s", record.offset, exc)
+            raise ChangelogError(
+                f"{record.topic}[{record.partition}]@{record.offset}: {exc}"
+            ) from None
 
     async def _flush_dead_letters(self) -> None:
+        """Dead-letter the bad snapshots read since the last flush, except those an earlier
+        run dead-lettered already (a restore reads the whole topic again), then remember in
+        the changelog how far each partition has been dead-lettered.
+
+        Every instance reads every snapshot partition; snapshot partition p is dead-lettered
+        by the owner of allocation partition p mod n, so each bad snapshot once. Until this
+        instance is assigned partitions, its bad snapshots wait."""
+        assigned, n = self._assignment()
+        if not assigned or not n:
+            return
         letters, self._pending_dead_letters = self._pending_dead_letters, []
-        for record, exc, message in letters:
-            await self._dead_letter(record, exc, message)
+        done = self.state.dead_lettered
+        fresh = [
+            item
+            for item in letters
+            if item[0].partition % n in assigned
+            and item[0].offset >= done.get((item[0].topic, item[0].partition), 0)
+        ]
+        if not fresh:
+            return
+        await self._publish_dead_letters(fresh)
+        reached: dict[tuple[str, int], int] = {}
+        for record, _, _ in fresh:
+            slot = (record.topic, record.partition)
+            reached[slot] = max(reached.get(slot, 0), record.offset + 1)
+        marks: list[Record] = [
+            (dead_letters_key(*slot), orjson.dumps(end)) for slot, end in reached.items()
+        ]
+        await self.producer.write_changelog(marks)
+        self.state.apply_all(marks)
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], exc: Exception, message: str
     ) -> None:
-        letter = dead_letter_for(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.key,
-            record.value,
-            exc,
-            message,
-            self.clock(),
-        )
-        await self.producer.dead_letter(letter)
-        self.metrics.events_dead_lettered.labels(record.topic).inc()
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, message
-        )
+        await self._publish_dead_letters([(record, exc, message)])
+
+    async def _publish_dead_letters(
+        self, items: list[tuple[ConsumerRecord[bytes, bytes], Exception, str]]
+    ) -> None:
+        """Publish dead letters in one go. A failure other than a letter's size (which the
+        producer handles by keeping fewer of the original bytes) is the broker's: it is
+        raised, and the input is read again after the restart, nothing lost."""
+        now = self.clock()
+        limit = self.settings.dead_letter_max_bytes
+        letters = [
+            dead_letter_for(
+                r.topic, r.partition, r.offset, r.key, r.value, exc, msg, now, max_bytes=limit
+            )
+            for r, exc, msg in items
+        ]
+        try:
+            await self.producer.dead_letters(letters)
+        except KafkaError as exc:
+            log.error(
+                "could not publish %d dead letter(s) to %s: %s",
+                len(letters),
+                self.settings.topics.dead_letters,
+                exc,
+            )
+            raise
+        for record, _, message in items:
+            self.metrics.events_dead_lettered.labels(record.topic).inc()
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                message[:2000],
+            )
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -329,11 +399,7 @@ class RebalancerApp:
         for portfolio_id in sorted(self.state.pending):
             if portfolio_id not in owned:
                 continue
-            try:
-                pending = self.state.pending_plan(portfolio_id)
-            except ChangelogError as exc:
-                log.error("cannot finish a half-published plan: %s", exc)
-                continue
+            pending = self.state.pending_plan(portfolio_id)  # unreadable: ChangelogError stops
             log.warning("finishing plan %s left half published", pending.record["plan_id"])
             await self._carry_out(self.engine.resume(pending), resumed=True)
             self.metrics.plans_resumed.inc()
@@ -362,12 +428,19 @@ class RebalancerApp:
             if record.value is None:
                 raise InputError("allocation event is empty (null value)")
             event = topic_event_adapter.validate_json(record.value)
+            check_key(record.key, event.portfolio_id)
             work = self.engine.on_event(event, self.clock())
         except ValidationError as exc:
             await self._dead_letter(record, exc, describe(exc))
             return
         except InputError as exc:
             await self._dead_letter(record, exc, str(exc))
+            return
+        except Exception as exc:  # a poison message: our bug, but never a stopped service
+            log.exception(
+                "deciding %s[%d]@%d failed", record.topic, record.partition, record.offset
+            )
+            await self._dead_letter(record, exc, f"the service could not decide it: {exc!r}")
             return
         if work.duplicate:
             self.metrics.events_duplicate.inc()
@@ -432,12 +505,15 @@ class RebalancerApp:
             async with self.lock:
                 if self._stopping.is_set():
                     return
-                if self._pending_dead_letters:
-                    await self._flush_dead_letters()
                 if self.needs_sync and self.consumer.assignment():
                     await self._sync()
+                if self._pending_dead_letters:
+                    await self._flush_dead_letters()
                 self._warm_tables()
                 for work in self.engine.releasable(self.clock(), self.owned_portfolios()):
+                    if work.refused is not None:
+                        self._report_refused_release(work.refused)
+                        continue
                     started = time.perf_counter()
                     await self._carry_out(work)
                     if work.dropped is not None:
@@ -448,6 +524,14 @@ class RebalancerApp:
                         self.metrics.events_planned.inc(planned)
                         self.metrics.plan_latency.observe(time.perf_counter() - started)
                 await self._update_gauges()
+
+    def _report_refused_release(self, reason: str) -> None:
+        """Held changes that cannot be planned yet stay held; say so once per reason, not on
+        every release check."""
+        if reason not in self._refused_releases:
+            self._refused_releases.add(reason)
+            self.metrics.release_refused.inc()
+            log.warning("held changes cannot be planned yet (kept held): %s", reason)
 
     def _warm_tables(self) -> None:
         """Rebuild the position tables that changed snapshots made stale, so the next event

@@ -22,7 +22,7 @@ from .request import parse_request
 from .runtime import tune_allocator
 from .settings import load_settings
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK, EXIT_BAD_INPUT, EXIT_STATE = 0, 2, 3
 
 
 def _read(source: str) -> bytes:
@@ -155,10 +155,15 @@ def _cmd_run(args: argparse.Namespace, out: IO[bytes]) -> int:
     import asyncio
 
     from .app import RebalancerApp
+    from .state.allocations import ChangelogError
 
     settings = load_settings(args.config)
     _log_to_stderr(args.log_level)
-    asyncio.run(RebalancerApp(settings).run())
+    try:
+        asyncio.run(RebalancerApp(settings).run())
+    except ChangelogError as exc:
+        print(f"error: the service state cannot be restored: {exc}", file=sys.stderr)
+        return EXIT_STATE
     return EXIT_OK
 
 

@@ -12,12 +12,13 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+from pydantic import ValidationError
 
-from .errors import InputError
+from .errors import InputError, describe
 from .live.measure import holdings, label
 from .messages import (
     AllocationTarget,
@@ -39,6 +40,7 @@ from .planner import (
     WorldChange,
     WorldTargets,
 )
+from .planner.bounds import plan_problems
 from .planner.netting import TRADE
 from .planner.plan import intents_from_record, options_record
 from .state.allocations import (
@@ -59,6 +61,7 @@ from .state.allocations import (
 from .state.snapshots import SnapshotTable
 
 Json = dict[str, Any]
+M = TypeVar("M", WorldState, PortfolioState)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,53 @@ class Requested:
     strategy_before: Mapping[str, float] | None = None
 
 
+@dataclass(frozen=True)
+class EventOptions:
+    """What an allocation event asks of its own plan (SPEC 2.2), kept with a held change so
+    it applies whenever the change is planned."""
+
+    min_trade_notional: float | None = None
+    lot_size_by_symbol: Mapping[str, float] | None = None
+
+    @classmethod
+    def of(cls, event: AllocationEvent | None) -> EventOptions:
+        if not isinstance(event, WorldAllocationsChanged):
+            return cls()
+        return cls(event.min_trade_notional, event.lot_size_by_symbol)
+
+    @classmethod
+    def of_held(cls, held: Iterable[HeldChange]) -> EventOptions:
+        """The options of held changes, merged in order: later events win."""
+        out = cls()
+        for h in held:
+            out = out.then(cls(h.min_trade_notional, h.lot_size_by_symbol))
+        return out
+
+    def then(self, later: EventOptions) -> EventOptions:
+        """These options with a later event's over them (lot sizes merge per symbol)."""
+        lots = dict(self.lot_size_by_symbol or {})
+        lots.update(later.lot_size_by_symbol or {})
+        notional = (
+            later.min_trade_notional
+            if later.min_trade_notional is not None
+            else self.min_trade_notional
+        )
+        return EventOptions(notional, lots or None)
+
+    def applied_to(self, options: PlannerOptions) -> PlannerOptions:
+        overrides: Json = {}
+        if self.min_trade_notional is not None:
+            overrides["min_trade_notional"] = self.min_trade_notional
+        if self.lot_size_by_symbol is not None:
+            overrides["lot_size_by_symbol"] = {
+                **options.lot_size_by_symbol,
+                **self.lot_size_by_symbol,
+            }
+        if not overrides:
+            return options
+        return PlannerOptions.model_validate({**options.model_dump(), **overrides})
+
+
 @dataclass
 class Work:
     """What the edges must do, in this order: write ``pending`` to the changelog, publish
@@ -101,6 +151,8 @@ class Work:
     """A policy event measured before its world's latest plan: recorded as applied, dropped."""
     dropped: str | None = None
     """Why a held policy correction could not be planned on release (it is dropped)."""
+    refused: str | None = None
+    """Why held changes could not be planned on release (they stay held, tried again)."""
 
     @property
     def has_intents(self) -> bool:
@@ -167,8 +219,10 @@ class RebalanceEngine:
             if reason is None:
                 to_plan.append(req)
                 continue
-            worlds[req.world_id] = ws.model_copy(
-                update={"held": self._coalesce(ws.held, req, event, equity, reason, now_ms)}
+            worlds[req.world_id] = _checked(
+                ws.model_copy(
+                    update={"held": self._coalesce(ws.held, req, event, equity, reason, now_ms)}
+                )
             )
             work.held_worlds.append(req.world_id)
         portfolio = self.state.portfolio(portfolio_id)
@@ -189,6 +243,7 @@ class RebalanceEngine:
                 worlds=worlds,
                 event=event,
                 portfolio=portfolio,
+                asked=EventOptions.of(event),
             )
         else:
             work.state = [(world_key(portfolio_id, w), encode(s)) for w, s in worlds.items()]
@@ -287,6 +342,7 @@ class RebalanceEngine:
             return fresh.model_copy(
                 update={"event_ids": [*held.event_ids, event.event_id], "since": held.since}
             )
+        asked = EventOptions.of(event)
         if held is None:
             return HeldChange(
                 event_ids=[event.event_id],
@@ -298,9 +354,12 @@ class RebalanceEngine:
                 strategy_before=dict(req.strategy_before) if req.strategy_before else None,
                 total_equity=equity,
                 occurred_at=event.occurred_at,
+                min_trade_notional=asked.min_trade_notional,
+                lot_size_by_symbol=dict(asked.lot_size_by_symbol or {}) or None,
             )
         merged = dict(held.strategy_after or {})
         merged.update(req.strategy_after or {})
+        options = EventOptions.of_held([held]).then(asked)
         return held.model_copy(
             update={
                 "event_ids": [*held.event_ids, event.event_id],
@@ -308,6 +367,8 @@ class RebalanceEngine:
                 "strategy_after": merged or None,
                 "total_equity": equity if equity is not None else held.total_equity,
                 "occurred_at": event.occurred_at,
+                "min_trade_notional": options.min_trade_notional,
+                "lot_size_by_symbol": dict(options.lot_size_by_symbol or {}) or None,
             }
         )
 
@@ -359,18 +420,24 @@ class RebalanceEngine:
                 for ws in states
                 if ws.held
             ]
-            self._plan(
-                work,
-                portfolio_id,
-                requested,
-                total_equity=equity,
-                event_ids=list(dict.fromkeys(event_ids)),
-                occurred_at=max(h.occurred_at for h in held),
-                now_ms=now_ms,
-                worlds={},
-                event=None,
-                portfolio=portfolio,
-            )
+            try:
+                self._plan(
+                    work,
+                    portfolio_id,
+                    requested,
+                    total_equity=equity,
+                    event_ids=list(dict.fromkeys(event_ids)),
+                    occurred_at=max(h.occurred_at for h in held),
+                    now_ms=now_ms,
+                    worlds={},
+                    event=None,
+                    portfolio=portfolio,
+                    asked=EventOptions.of_held(sorted(held, key=lambda h: h.occurred_at)),
+                )
+            except InputError as exc:
+                # accepted changes stay held: the snapshots may make them plannable later
+                out.append(Work(refused=f"portfolio {portfolio_id!r}: {exc}"))
+                continue
             out.append(work)
         return out
 
@@ -389,6 +456,7 @@ class RebalanceEngine:
         worlds: dict[str, WorldState],
         event: AllocationEvent | None,
         portfolio: PortfolioState,
+        asked: EventOptions,
     ) -> None:
         changes = []
         for req in requested:
@@ -407,18 +475,7 @@ class RebalanceEngine:
                     strategy_after=req.strategy_after,
                 )
             )
-        options = self.options.planner
-        if isinstance(event, WorldAllocationsChanged):
-            overrides: Json = {}
-            if event.min_trade_notional is not None:
-                overrides["min_trade_notional"] = event.min_trade_notional
-            if event.lot_size_by_symbol is not None:
-                overrides["lot_size_by_symbol"] = {
-                    **options.lot_size_by_symbol,
-                    **event.lot_size_by_symbol,
-                }
-            if overrides:
-                options = PlannerOptions.model_validate({**options.model_dump(), **overrides})
+        options = asked.applied_to(self.options.planner)
         planned = [c.world_id for c in changes]
         shared = options.execution_mode == "shared_account"
         positions = self.snapshots.positions(None if shared else planned)
@@ -483,7 +540,8 @@ class RebalanceEngine:
                 update["strategy_alloc"] = {
                     s: w for s, w in scale.strategy_after.items() if w > 0 or s in ws.strategy_alloc
                 }
-            new_worlds[scale.world_id] = ws.model_copy(update=update)
+            new_worlds[scale.world_id] = _checked(ws.model_copy(update=update))
+        portfolio = _checked(portfolio)
         state = [(world_key(portfolio_id, w), encode(s)) for w, s in new_worlds.items()]
         state.append((portfolio_key(portfolio_id), encode(portfolio)))
         # the write-ahead, serialised directly: the record is large and already plain data
@@ -706,6 +764,15 @@ class RebalanceEngine:
         return Work(intents_from=record, records=[record], state=state)
 
 
+def _checked(state: M) -> M:
+    """``state`` validated again: ``model_copy`` does not validate, and a state the changelog
+    could not read back must be refused before anything of its plan is published."""
+    try:
+        return type(state).model_validate(state.model_dump())
+    except ValidationError as exc:
+        raise InputError(f"the new state would be invalid: {describe(exc)}") from None
+
+
 def _hold_policy(
     held: HeldChange | None, event: PolicyRebalance, reason: HeldReason, now_ms: int
 ) -> HeldChange:
@@ -758,9 +825,13 @@ def _run_planner(
         coalesced_event_ids=tuple(event_ids),
     )
     try:
-        return planner.plan(context)
+        plan = planner.plan(context)
     except PlanningError as exc:
         raise InputError(str(exc)) from None
+    problems = plan_problems(plan)
+    if problems:
+        raise InputError("the plan cannot be published: " + "; ".join(problems[:5]))
+    return plan
 
 
 def affected_strategies(plan: Plan) -> dict[str, list[str]]:

@@ -103,6 +103,11 @@ class Metrics:
             "Policy events dropped: measured before their world's latest plan.",
             registry=r,
         )
+        self.release_refused = Counter(
+            "rebalancer_release_refused",
+            "Times held changes could not be planned on release (kept held; once per reason).",
+            registry=r,
+        )
         self.policy_dropped = Counter(
             "rebalancer_policy_dropped",
             "Held policy corrections that could not be planned when released.",

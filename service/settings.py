@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     )
     plan_settle_timeout_ms: int = Field(default=600_000, gt=0)
     max_snapshot_age_ms: int | None = Field(default=None, gt=0)
+    max_clock_skew_ms: int = Field(
+        default=60_000,
+        ge=0,
+        le=366 * 86_400_000,
+        description="A snapshot dated more than this after its record was published is "
+        "dead-lettered (a clock far ahead would make every later snapshot look stale).",
+    )
+    dead_letter_max_bytes: int = Field(
+        default=256 * 1024,
+        ge=1_024,
+        le=16 * 1024 * 1024,
+        description="Original bytes a dead letter keeps of a key or value; longer input is "
+        "cut (its size and SHA-256 are kept). The default fits Kafka's 1 MB message size.",
+    )
     release_check_interval_ms: int = Field(default=1_000, gt=0)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)

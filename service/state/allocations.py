@@ -8,6 +8,8 @@ It lives in memory and in a compacted changelog topic the service owns. Keys:
   and removed (tombstone) once its world states are written. Finding one on restart means the
   plan may be half published: it is republished as it was, never re-planned on positions that
   may have moved since.
+- ``dead_letters|{topic}|{partition}``: the offset up to which the input partition's bad
+  records have been dead-lettered, so a restart that reads them again does not repeat them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import orjson
 from pydantic import Field, ValidationError
 
 from ..errors import describe
-from ..messages._types import EpochMs, Message, Name, NonNegative, Ratio
+from ..messages._types import EpochMs, LotSize, Message, Name, NonNegative, Ratio
 from ..messages.policy import PolicyRebalance
 
 APPLIED_EVENTS_KEPT = 2_000
@@ -61,6 +63,12 @@ class HeldChange(Message):
     total_equity: NonNegative | None = None
     occurred_at: EpochMs
     policy: PolicyRebalance | None = None
+    min_trade_notional: NonNegative | None = Field(
+        default=None, description="The held events' own minimum notional (the latest given)."
+    )
+    lot_size_by_symbol: dict[Name, LotSize] | None = Field(
+        default=None, description="The held events' own lot sizes (later events win)."
+    )
 
 
 class WorldState(Message):
@@ -107,6 +115,10 @@ def pending_key(portfolio_id: str) -> bytes:
     return f"pending|{portfolio_id}".encode()
 
 
+def dead_letters_key(topic: str, partition: int) -> bytes:
+    return f"dead_letters|{topic}|{partition}".encode()
+
+
 Record = tuple[bytes, bytes | None]
 """A changelog record: key and value (None is a tombstone)."""
 
@@ -116,7 +128,8 @@ def encode(state: Message) -> bytes:
 
 
 class ChangelogError(ValueError):
-    """A changelog record that cannot be read (it is skipped and counted, never fatal)."""
+    """A changelog record that cannot be read. Skipping it would make the service forget a
+    world (or a half-published plan), so the service stops and says which record it is."""
 
 
 class AllocationState:
@@ -127,6 +140,9 @@ class AllocationState:
         self.portfolios: dict[str, PortfolioState] = {}
         self.pending: dict[str, bytes] = {}
         """Write-ahead plans by portfolio, as written: parsed only if a restart needs one."""
+        self.dead_lettered: dict[tuple[str, int], int] = {}
+        """Per input (topic, partition): records below this offset were dead-lettered already
+        where they were bad."""
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """Apply one changelog record (last write per key wins)."""
@@ -148,10 +164,27 @@ class AllocationState:
                     self.pending.pop(rest, None)
                 else:
                     self.pending[rest] = value
+            elif kind == "dead_letters":
+                self._apply_dead_letters(key, rest, value)
             else:
                 raise ChangelogError(f"unknown changelog key {key!r}")
         except ValidationError as exc:
             raise ChangelogError(f"changelog record {key!r}: {describe(exc)}") from None
+        except orjson.JSONDecodeError as exc:
+            raise ChangelogError(f"changelog record {key!r}: not JSON ({exc})") from None
+
+    def _apply_dead_letters(self, key: bytes, rest: str, value: bytes | None) -> None:
+        topic, _, partition = rest.rpartition("|")
+        if not topic or not partition.isdigit():
+            raise ChangelogError(f"changelog key {key!r} is not 'dead_letters|topic|partition'")
+        slot = (topic, int(partition))
+        if value is None:
+            self.dead_lettered.pop(slot, None)
+            return
+        offset = orjson.loads(value)
+        if not isinstance(offset, int) or offset < 0:
+            raise ChangelogError(f"changelog record {key!r}: {value[:40]!r} is not an offset")
+        self.dead_lettered[slot] = offset
 
     def pending_plan(self, portfolio_id: str) -> PendingPlan:
         """The portfolio's write-ahead plan, parsed (``ChangelogError`` if unreadable)."""

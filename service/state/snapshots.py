@@ -45,6 +45,18 @@ TABLES_KEPT = 16
 """Assembled position tables kept (one per world set planned on, least recently used out)."""
 
 
+def _check_not_future(as_of: int, record: object, now_ms: int, max_skew_ms: int) -> None:
+    published = getattr(record, "timestamp", None)
+    reference = (
+        now_ms if not isinstance(published, int) or published < 0 else min(published, now_ms)
+    )
+    if as_of > reference + max_skew_ms:
+        raise InputError(
+            f"as_of: {as_of} is {as_of - reference} ms after the record was published, "
+            f"beyond the allowed clock skew of {max_skew_ms} ms (max_clock_skew_ms)"
+        )
+
+
 class SnapshotTable:
     """Newest snapshot per ``(world_id, strategy_id)``; older ones (by ``as_of``, then
     ``seq``) are ignored. A tombstone removes the strategy's snapshot.
@@ -68,10 +80,22 @@ class SnapshotTable:
     def __len__(self) -> int:
         return self._count
 
-    def ingest(self, records: Iterable[R], reject: Callable[[R, Exception], None]) -> int:
+    def ingest(
+        self,
+        records: Iterable[R],
+        reject: Callable[[R, Exception], None],
+        *,
+        now_ms: int | None = None,
+        max_skew_ms: int = 0,
+    ) -> int:
         """Apply records of the snapshot topic in order; returns how many snapshots were
         applied. A record that is neither a valid snapshot nor a valid tombstone goes to
         ``reject`` with pydantic's ``ValidationError`` or an ``InputError``.
+
+        With ``now_ms``, a snapshot dated more than ``max_skew_ms`` after its record's
+        timestamp (or after ``now_ms``, if earlier) is rejected too: it would make every
+        real snapshot of its strategy look stale. The record's own time is the reference,
+        so a restore that reads the record again later decides the same.
 
         This is the restore's hot loop (one pass per record of the topic), so it does what
         ``apply`` does inline.
@@ -85,6 +109,8 @@ class SnapshotTable:
                 if snapshot is None:
                     self.delete(*tombstone_key(record.key))
                     continue
+                if now_ms is not None:
+                    _check_not_future(snapshot.as_of, record, now_ms, max_skew_ms)
             except (ValidationError, InputError) as exc:
                 reject(record, exc)
                 continue

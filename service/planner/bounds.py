@@ -1,0 +1,74 @@
+"""Whether a plan's numbers fit its messages, checked before anything of it is published.
+
+Inputs are bounded (``messages._types``), but a plan multiplies and divides them: a tiny
+``before`` allocation makes a huge scale factor, an equity below the strategies' notional
+derives weights above 1. orjson writes a non-finite float as ``null``, and a model refuses a
+weight above 1 only when the state is read back, after the intents are out. So the service
+asks this module first, and an event whose plan does not fit is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..messages._types import MAX_QUANTITY, SUM_TOLERANCE
+from .netting import NettedKeys
+from .plan import Plan
+
+QUANTITY_FIELDS = ("current", "target", "delta", "target_unrounded", "delta_unrounded")
+
+
+def plan_problems(plan: Plan) -> list[str]:
+    """What in ``plan`` no message can carry (empty when it all fits), one line each."""
+    problems: list[str] = []
+    for scale in plan.worlds:
+        where = f"world {scale.world_id!r}"
+        factors = [("scale_world", scale.scale_world)]
+        factors += [(f"scale_by_strategy.{s}", g) for s, g in scale.scale_by_strategy.items()]
+        for name, value in factors:
+            if not math.isfinite(value):
+                problems.append(f"{where}: {name} is {value} (not a finite number)")
+        for name, weights in (
+            ("strategy_alloc_before", scale.strategy_before),
+            ("strategy_alloc_after", scale.strategy_after),
+        ):
+            problems.extend(_ratio_problems(where, name, weights.items()))
+    problems.extend(_view_problems("per_world", plan.per_world))
+    if plan.global_view is not None and not plan.global_is_per_world:
+        problems.extend(_view_problems("global_deltas", plan.global_view))
+    return problems
+
+
+def _ratio_problems(where: str, name: str, weights: Iterable[tuple[str, float]]) -> list[str]:
+    out = []
+    total = 0.0
+    for strategy, weight in weights:
+        if not (0.0 <= weight <= 1.0):
+            out.append(
+                f"{where}: {name}.{strategy} is {weight:.12g}, not a ratio in [0, 1] "
+                "(a weight derived from snapshots exceeds the total equity?)"
+            )
+        total += weight if math.isfinite(weight) else 0.0
+    if not out and total > 1.0 + SUM_TOLERANCE:
+        out.append(f"{where}: {name} adds up to {total:.12g}, above 1")
+    return out
+
+
+def _view_problems(view_name: str, view: NettedKeys) -> list[str]:
+    out = []
+    for field in QUANTITY_FIELDS:
+        values = getattr(view, field)
+        bad = ~(np.abs(values) <= MAX_QUANTITY)  # NaN compares false: caught too
+        if bad.any():
+            first = float(values[np.flatnonzero(bad)[0]])
+            out.append(
+                f"{view_name}: {int(bad.sum())} key(s) with a {field} quantity beyond "
+                f"±{MAX_QUANTITY:.0e} or not finite (first: {first!r})"
+            )
+    pairs = view.pair_delta
+    if pairs.shape[0] and not bool((np.abs(pairs) <= MAX_QUANTITY).all()):
+        out.append(f"{view_name}: a strategy breakdown delta beyond ±{MAX_QUANTITY:.0e}")
+    return out
