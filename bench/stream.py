@@ -269,21 +269,26 @@ def start_service(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
+async def readyz(port: int) -> bool:
+    """Whether the service on ``port`` answers ``/readyz`` with 200 (False while it cannot)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /readyz HTTP/1.1\r\n\r\n")
+        status = (await reader.read()).split(b" ", 2)[1]
+        writer.close()
+    except (OSError, IndexError):
+        return False
+    return status == b"200"
+
+
 async def wait_ready(service: subprocess.Popen[bytes], settings: Settings) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if service.poll() is not None:
             raise RuntimeError(f"service exited with {service.returncode}")
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", settings.http_port)
-            writer.write(b"GET /readyz HTTP/1.1\r\n\r\n")
-            status = (await reader.read()).split(b" ", 2)[1]
-            writer.close()
-            if status == b"200":
-                await asyncio.sleep(6)  # let the consumer group settle
-                return
-        except OSError:
-            pass
+        if await readyz(settings.http_port):
+            await asyncio.sleep(6)  # let the consumer group settle
+            return
         await asyncio.sleep(0.1)
     raise RuntimeError("service not ready in 60 s")
 
