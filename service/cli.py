@@ -16,6 +16,7 @@ import orjson
 
 from .errors import InputError
 from .planner import MultiWorldProportionalRebalancer, PlannerOptions, PlanningError
+from .planner.bounds import check_plan
 from .policies.errors import PolicyError
 from .report import render
 from .request import parse_request
@@ -38,7 +39,7 @@ def plan_one(raw: bytes, defaults: PlannerOptions, now_ms: int, with_intents: bo
     """Plan one request and return the JSON-ready output."""
     context = parse_request(raw, defaults=defaults, now_ms=now_ms)
     try:
-        plan = MultiWorldProportionalRebalancer().plan(context)
+        plan = check_plan(MultiWorldProportionalRebalancer().plan(context))
     except PlanningError as exc:
         raise InputError(str(exc)) from None
     record = plan.record()

@@ -40,7 +40,7 @@ from .planner import (
     WorldChange,
     WorldTargets,
 )
-from .planner.bounds import plan_problems
+from .planner.bounds import check_plan
 from .planner.netting import TRADE
 from .planner.plan import intents_from_record, options_record
 from .state.allocations import (
@@ -825,13 +825,9 @@ def _run_planner(
         coalesced_event_ids=tuple(event_ids),
     )
     try:
-        plan = planner.plan(context)
+        return check_plan(planner.plan(context))
     except PlanningError as exc:
         raise InputError(str(exc)) from None
-    problems = plan_problems(plan)
-    if problems:
-        raise InputError("the plan cannot be published: " + "; ".join(problems[:5]))
-    return plan
 
 
 def affected_strategies(plan: Plan) -> dict[str, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,8 +20,17 @@ class InputError(ValueError):
     """Input that cannot be used; the message says which field and why."""
 
 
+_REPR = reprlib.Repr()
+"""Bounded in depth: for a value nested too deep for ``repr``."""
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -15,10 +15,20 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..messages._types import MAX_QUANTITY, SUM_TOLERANCE
+from .base import PlanningError
 from .netting import NettedKeys
 from .plan import Plan
 
 QUANTITY_FIELDS = ("current", "target", "delta", "target_unrounded", "delta_unrounded")
+
+
+def check_plan(plan: Plan) -> Plan:
+    """``plan`` when everything in it fits its messages; else ``PlanningError`` saying what
+    does not (the first five problems)."""
+    problems = plan_problems(plan)
+    if problems:
+        raise PlanningError("the plan cannot be published: " + "; ".join(problems[:5]))
+    return plan
 
 
 def plan_problems(plan: Plan) -> list[str]:
@@ -27,6 +37,14 @@ def plan_problems(plan: Plan) -> list[str]:
     for scale in plan.worlds:
         where = f"world {scale.world_id!r}"
         factors = [("scale_world", scale.scale_world)]
+        factors += [
+            (name, value)
+            for name, value in (
+                ("alloc_before", scale.alloc_before),
+                ("alloc_after", scale.alloc_after),
+            )
+            if value is not None
+        ]
         factors += [(f"scale_by_strategy.{s}", g) for s, g in scale.scale_by_strategy.items()]
         for name, value in factors:
             if not math.isfinite(value):

@@ -95,6 +95,8 @@ def exact_sums(index: IntArray, values: FloatArray, size: int) -> FloatArray:
     if total == 0.0 or not math.isfinite(total):
         return cast(FloatArray, np.bincount(index, values, size))
     step = math.ldexp(1.0, math.frexp(total)[1] - 52)
+    if step == 0.0:  # subnormal sums: the grid underflows, and such sums are exact anyway
+        return cast(FloatArray, np.bincount(index, values, size))
     high = np.round(values / step) * step
     sums = np.bincount(index, high, size) + np.bincount(index, values - high, size)
     return cast(FloatArray, sums)

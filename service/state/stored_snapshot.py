@@ -27,6 +27,7 @@ from ..messages._types import (
     MAX_PRICE,
     MAX_QUANTITY,
     MAX_SEQ,
+    NAME_PATTERN,
 )
 
 # The model's bounds (``messages._types``), restated for msgspec.
@@ -227,10 +228,21 @@ class _NeedsGeneralPath(Exception):  # noqa: N818 (control flow, not an error)
     pass
 
 
+_NAME = re.compile(NAME_PATTERN)
+
+
 def tombstone_key(key: bytes | None) -> tuple[str, str]:
-    """The (world, strategy) a tombstone deletes."""
-    text = (key or b"").decode(errors="replace")
+    """The (world, strategy) a tombstone deletes: both must be ids a snapshot can have."""
+    try:
+        text = (key or b"").decode()
+    except UnicodeDecodeError:
+        shown = (key or b"").decode(errors="replace")
+        raise InputError(f"tombstone key {shown!r} is not UTF-8") from None
     world_id, sep, strategy_id = text.partition("|")
-    if not sep or not world_id or not strategy_id:
-        raise InputError(f"tombstone key {text!r} is not 'world|strategy'")
+    names = (world_id, strategy_id)
+    if not sep or not all(len(n) <= 200 and _NAME.match(n) for n in names):
+        raise InputError(
+            f"tombstone key {text!r} is not 'world|strategy' (two ids of 1-200 characters, "
+            "no '|' or control characters)"
+        )
     return world_id, strategy_id
