@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check service consumers tests bench
 	$(BIN)/ruff format --check service consumers tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/planner.py

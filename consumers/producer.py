@@ -25,6 +25,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from consumers.ownership import partition_of
 from service.messages import DeadLetter
 from service.settings import Topics
 from service.state.allocations import Record
@@ -35,7 +36,7 @@ MAX_BATCH_BYTES = 1024 * 1024
 
 
 class CachingPartitioner:
-    """Kafka's default key partitioning (murmur2), remembered per key.
+    """Kafka's default key partitioning (``ownership.partition_of``), remembered per key.
 
     aiokafka hashes keys in pure Python, about 6 us a key; a plan's intents are keyed by
     instrument, and the same instruments recur plan after plan. The answer is the default
@@ -55,7 +56,7 @@ class CachingPartitioner:
         if found is None:
             if len(self._cache) >= self._limit:
                 self._cache.clear()
-            found = self._cache[slot] = int(self._default(key, all_partitions, available))
+            found = self._cache[slot] = all_partitions[partition_of(key, len(all_partitions))]
         return found
 
 

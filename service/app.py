@@ -25,13 +25,12 @@ import uuid
 from collections.abc import Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from consumers.embedded_broker import EmbeddedBroker
+from consumers.ownership import Ownership
 from consumers.producer import Outgoing, OutputProducer, dead_letter_for
 from consumers.reader import TopicReader
 from consumers.topics import ensure_topics
@@ -85,20 +84,6 @@ def check_key(key: bytes | None, portfolio_id: str) -> None:
         )
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, app: RebalancerApp) -> None:
-        self.app = app
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # wait for the event in hand: no work straddles an ownership change
-        async with self.app.lock:
-            self.app.needs_sync = True
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.app.needs_sync = True
-        self.app.wake.set()
-
-
 class RebalancerApp:
     """One instance of the rebalancing service."""
 
@@ -121,7 +106,7 @@ class RebalancerApp:
         self.writer_id = uuid.uuid4().hex
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
-        self.needs_sync = True
+        self.ownership = Ownership(settings.topics.allocations, self.lock, self.wake.set)
         self.ready = False
         self._restored = False
         self.broker: EmbeddedBroker | None = None
@@ -205,7 +190,8 @@ class RebalancerApp:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=ALLOCATION_FETCH_WAIT_MS,
         )
-        self.consumer.subscribe([topics.allocations], listener=_Rebalance(self))
+        self.ownership.bind(self.consumer)
+        self.consumer.subscribe([topics.allocations], listener=self.ownership)
         await self.consumer.start()
         freeze_startup_heap()
         self.ready = True
@@ -304,15 +290,14 @@ class RebalancerApp:
         Every instance reads every snapshot partition; snapshot partition p is dead-lettered
         by the owner of allocation partition p mod n, so each bad snapshot once. Until this
         instance is assigned partitions, its bad snapshots wait."""
-        assigned, n = self._assignment()
-        if not assigned or not n:
+        if not self.ownership.has_partitions():
             return
         letters, self._pending_dead_letters = self._pending_dead_letters, []
         done = self.state.dead_lettered
         fresh = [
             item
             for item in letters
-            if item[0].partition % n in assigned
+            if self.ownership.owns_partition_of(item[0].partition)
             and item[0].offset >= done.get((item[0].topic, item[0].partition), 0)
         ]
         if not fresh:
@@ -369,31 +354,15 @@ class RebalancerApp:
 
     # -- the work -----------------------------------------------------------------------------
 
-    def _assignment(self) -> tuple[set[int], int]:
-        """The allocation partitions assigned to this instance, and how many there are."""
-        topic = self.settings.topics.allocations
-        assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == topic}
-        return assigned, len(self.consumer.partitions_for_topic(topic) or ())
-
     def owned_portfolios(self) -> set[str]:
-        """Portfolios whose allocation partition this instance is assigned."""
-        assigned, n = self._assignment()
-        if not assigned or not n:
-            return set()
+        """The portfolios with state that this instance owns."""
         names = {p for p, _ in self.state.worlds} | set(self.state.portfolios)
-        names |= set(self.state.pending)
-        return {p for p in names if (murmur2(p.encode()) & 0x7FFFFFFF) % n in assigned}
-
-    def owns(self, portfolio_id: str) -> bool:
-        """Whether this instance is assigned the portfolio's allocation partition (where its
-        events, policy events included, are keyed)."""
-        assigned, n = self._assignment()
-        return bool(n) and (murmur2(portfolio_id.encode()) & 0x7FFFFFFF) % n in assigned
+        return self.ownership.owned(names | set(self.state.pending))
 
     async def _sync(self) -> None:
         """After an assignment change: catch up with the changelog (the previous owner's
         writes) and finish any plan it left half published."""
-        self.needs_sync = False
+        self.ownership.needs_sync = False
         await self.changelog_reader.caught_up()
         owned = self.owned_portfolios()
         for portfolio_id in sorted(self.state.pending):
@@ -412,7 +381,7 @@ class RebalancerApp:
                     if self._stopping.is_set():
                         return
                     async with self.lock:
-                        if self.needs_sync:
+                        if self.ownership.needs_sync:
                             await self._sync()
                         await self._handle_event(record)
                         try:
@@ -505,7 +474,7 @@ class RebalancerApp:
             async with self.lock:
                 if self._stopping.is_set():
                     return
-                if self.needs_sync and self.consumer.assignment():
+                if self.ownership.needs_sync and self.consumer.assignment():
                     await self._sync()
                 if self._pending_dead_letters:
                     await self._flush_dead_letters()
@@ -570,10 +539,10 @@ class RebalancerApp:
             async with self.lock:  # between two pieces of work, never inside one
                 if self._stopping.is_set():
                     return
-                if self.needs_sync and self.consumer.assignment():
+                if self.ownership.needs_sync and self.consumer.assignment():
                     await self._sync()
                 now = self.clock()
-                evaluations = runner.evaluate(now, self.owns, worlds)
+                evaluations = runner.evaluate(now, self.ownership.owns, worlds)
             for ev in evaluations:
                 self.metrics.policy_evaluations.labels(ev.policy, ev.outcome).inc()
                 if ev.event is None:

@@ -19,7 +19,6 @@ import orjson
 from pydantic import ValidationError
 
 from .errors import InputError, describe
-from .live.measure import holdings, label
 from .messages import (
     AllocationTarget,
     PolicyRebalance,
@@ -43,6 +42,7 @@ from .planner import (
 from .planner.bounds import check_plan
 from .planner.netting import TRADE
 from .planner.plan import intents_from_record, options_record
+from .policies.measure import holdings, label
 from .state.allocations import (
     POLICY_TRIGGERS_KEPT,
     AllocationState,

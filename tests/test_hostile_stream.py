@@ -307,7 +307,11 @@ async def test_two_instances_dead_letter_each_bad_snapshot_once(settings: Settin
             for i in range(12):
                 await feed.send(t.snapshots, f"w|s{i}", bad_snapshot(i))
             await dlq.count(12)
-            await dlq.until(lambda _: bool(first._assignment()[0] and second._assignment()[0]))
+            await dlq.until(
+                lambda _: bool(
+                    first.ownership.has_partitions() and second.ownership.has_partitions()
+                )
+            )
             for i in range(12, 24):  # after both own partitions
                 await feed.send(t.snapshots, f"w|s{i}", bad_snapshot(i))
             letters = await dlq.count(24)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from service.live.config import PolicySettings
-from service.live.measure import holdings
+from service.policies.measure import holdings
 from service.live.runner import DAY_MS, Evaluation, PolicyRunner, period
 from service.planner import PlannerOptions
 from service.state.allocations import encode, world_key

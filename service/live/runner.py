@@ -32,6 +32,7 @@ import numpy as np
 from ..engine import RebalanceEngine
 from ..messages import AllocationTarget, PolicyRebalance
 from ..policies.calendar import Cadence, period_numbers
+from ..policies.measure import WorldHoldings, holdings, label
 from ..policies.regimes import Regime, VolatilityRegimes
 from ..policies.triggers import DriftBand
 from ..state.allocations import WorldState
@@ -43,7 +44,6 @@ from .config import (
     PolicySettings,
     RegimeTrigger,
 )
-from .measure import WorldHoldings, holdings, label
 
 Outcome = Literal[
     "triggered",
