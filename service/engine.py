@@ -770,7 +770,19 @@ def _checked(state: M) -> M:
     try:
         return type(state).model_validate(state.model_dump())
     except ValidationError as exc:
-        raise InputError(f"the new state would be invalid: {describe(exc)}") from None
+        if isinstance(state, WorldState):
+            where = f"world {state.world_id!r}"
+        else:
+            where = f"portfolio {state.portfolio_id!r}"
+        hint = (
+            " (strategy weights are fractions of total_equity: a weight above 1 derived from "
+            "the snapshots means the strategies hold more than total_equity)"
+            if any(e["loc"][:1] == ("strategy_alloc",) for e in exc.errors())
+            else ""
+        )
+        raise InputError(
+            f"{where}: the new state would be invalid{hint}: {describe(exc)}"
+        ) from None
 
 
 def _hold_policy(
