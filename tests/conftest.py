@@ -10,6 +10,14 @@ from tests.helpers import Row
 from tests.kafka_support import broker
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``broker`` every test that needs the broker fixture, directly or through others."""
+    for item in items:
+        if "bootstrap_servers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
+
+
 @pytest.fixture
 def btc_rows() -> list[Row]:
     """SPEC 3.5's two strategies holding BTC on one venue."""

@@ -54,7 +54,7 @@ def cap_and_fill(raw: npt.ArrayLike, cap: float, budget: float) -> FloatArray:
     free = w > 0
     remaining = budget
     while free.any() and remaining > 0:
-        share = remaining * w[free] / w[free].sum()
+        share = remaining * (w[free] / w[free].sum())  # shares first: exact for subnormals
         over = share > cap
         if not over.any():
             out[free] = share

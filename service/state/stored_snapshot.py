@@ -5,7 +5,8 @@ are what a dead letter says. Validating every record with it costs more than rea
 record from Kafka, so records are decoded by msgspec straight into the stored form, with the
 same rules, and only a record msgspec refuses goes through the model: the model then either
 explains the refusal or accepts the record after all. The model has the last word either way,
-and a property test holds the two to the same answers (``tests/test_stored_snapshot.py``).
+and a property test holds the two to the same answers
+(``tests/state/test_stored_snapshot.py``).
 
 The stored form is a small struct that the cyclic garbage collector does not track, holding
 the record's validated bytes: a table of a million positions as models would be walked by the

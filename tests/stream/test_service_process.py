@@ -15,7 +15,7 @@ from service.app import FAULT_STEPS
 from service.settings import Settings
 from tests.kafka_support import Feed, Tail, fresh_settings
 from tests.process_support import ServiceProcess, http_get
-from tests.test_stream_service import btc, snapshot, world_move
+from tests.stream.test_stream_service import btc, snapshot, world_move
 
 EVENTS = [
     world_move("e1", {"a": 0.2}, {"a": 0.3}),

@@ -12,7 +12,7 @@ from service.engine import RebalanceEngine, Work
 from service.errors import InputError
 from service.messages import PlanRecord, PolicyRebalance, PositionSnapshot, topic_event_adapter
 from service.planner import PlannerOptions
-from tests.test_engine import Harness, event
+from tests.engine.test_engine import Harness, event
 
 T0 = 1_700_000_000_000
 

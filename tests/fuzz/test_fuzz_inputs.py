@@ -7,7 +7,7 @@ snapshot decoder and the model agree on every input. The engine, given any decod
 returns work or raises ``InputError``; its intents, records, state and write-ahead all read
 back. The ``plan`` command exits 0 or 2 and never prints a null quantity or a non-finite number.
 
-The messages come from ``tests/fuzz_messages.py``; each carries ``expected`` (True: built
+The messages come from ``tests/fuzz/fuzz_messages.py``; each carries ``expected`` (True: built
 valid, False: built invalid, None: unknown), which is held to the decoders' answers too.
 """
 
@@ -51,8 +51,8 @@ from service.request import parse_request
 from service.state.allocations import AllocationState
 from service.state.snapshots import SnapshotTable
 from service.state.stored_snapshot import StoredSnapshot, decode_snapshot_record, tombstone_key
-from tests.fuzz_messages import ID_FIELDS as INPUT_ID_FIELDS
-from tests.fuzz_messages import MIN_PRICE, Hostile, hostile_corpus, labelled
+from tests.fuzz.fuzz_messages import ID_FIELDS as INPUT_ID_FIELDS
+from tests.fuzz.fuzz_messages import MIN_PRICE, Hostile, hostile_corpus, labelled
 
 FUZZ = settings(
     deadline=None,

@@ -17,7 +17,7 @@ from service.settings import Settings
 from service.state.allocations import ChangelogError
 from tests.kafka_support import Feed, Tail, fresh_settings
 from tests.process_support import ServiceProcess
-from tests.test_stream_service import Rig, btc, rig, service, snapshot, world_move
+from tests.stream.test_stream_service import Rig, btc, rig, service, snapshot, world_move
 
 __all__ = ["rig", "service"]  # the fixtures, shared with the stream service's tests
 
@@ -85,7 +85,12 @@ async def test_case2_an_equity_below_the_notional_is_refused_before_anything_is_
             poor = world_move("t-eq", {"alpha": 0.29}, {"alpha": 0.3}, total_equity=30_000.0)
             await feed.event(t.allocations, poor)
             (letter,) = await dlq.count(1)
-            assert "strategy_alloc_before.s1 is 2, not a ratio in [0, 1]" in letter["error_message"]
+            assert letter["error_message"] == (
+                "world 'alpha': the new state would be invalid (strategy weights are fractions "
+                "of total_equity: a weight above 1 derived from the snapshots means the "
+                "strategies hold more than total_equity): strategy_alloc.s1: Input should be "
+                "less than or equal to 1 (got 1.9333333333333333)"
+            )
             await feed.event(t.allocations, world_move("ok", {"alpha": 0.29}, {"alpha": 0.3}))
             (plan,) = await plans.count(1)
             assert plan["event_id"] == "ok"

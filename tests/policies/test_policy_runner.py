@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from service.live.config import PolicySettings
-from service.policies.measure import holdings
 from service.live.runner import DAY_MS, Evaluation, PolicyRunner, period
 from service.planner import PlannerOptions
+from service.policies.measure import holdings
 from service.state.allocations import encode, world_key
-from tests.test_engine import Harness, event
-from tests.test_policy_engine import snap
+from tests.engine.test_engine import Harness, event
+from tests.engine.test_policy_engine import snap
 
 NOW = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC, a Tuesday
 INTERVAL = 60_000

@@ -30,7 +30,7 @@ from service.policies import (
     VolatilityRegimes,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 DATES = ["2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02"]
 

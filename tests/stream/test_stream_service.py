@@ -15,6 +15,9 @@ from service.settings import Settings
 from tests.kafka_support import Feed, Tail, fresh_settings
 from tests.process_support import http_get
 
+# every test here needs a broker; the demo's starts its own, without the bootstrap_servers fixture
+pytestmark = pytest.mark.broker
+
 
 def snapshot(
     world: str, strategy: str, positions: list[dict[str, Any]], as_of: int = 1_000, **extra: Any

@@ -18,9 +18,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from service.app import RebalancerApp
-from tests.fuzz_messages import hostile_corpus
+from tests.fuzz.fuzz_messages import hostile_corpus
 from tests.kafka_support import Tail, fresh_settings
-from tests.test_stream_service import btc, snapshot
+from tests.stream.test_stream_service import btc, snapshot
 
 MESSAGES = 3_000
 PLANNABLE = 200

@@ -12,7 +12,7 @@ import pytest
 
 from service.app import RebalancerApp
 from tests.kafka_support import Feed, Tail, fresh_settings
-from tests.test_stream_service import btc, snapshot, world_move
+from tests.stream.test_stream_service import btc, snapshot, world_move
 
 RULE = {
     "name": "keep-a",
