@@ -28,7 +28,24 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from service.execution import KeyId, Ledger, Offer, TargetBook, next_order, weights
+from service.execution import (
+    GiveUp,
+    HeldPosition,
+    KeyId,
+    Ledger,
+    Offer,
+    Place,
+    Plans,
+    Reached,
+    TargetBook,
+    Unattributed,
+    adopt,
+    due_leg,
+    expire,
+    next_step,
+    reconcile,
+    weights,
+)
 from service.execution.ledger import Owner
 from service.messages import DeltaIntent
 from service.state.snapshots import SnapshotTable
@@ -114,10 +131,9 @@ class ExecutionNode:
         self._attempts: dict[str, int] = {}
         self._dirty: set[Owner] = set()
         self._owners: set[Owner] = set()
-        self._plans: dict[str, _PlanInfo] = {}
-        self._converged: dict[Owner, tuple[tuple[int, str], str]] = {}
+        self.plans = Plans(venue.name, options.convergence_tolerance)
         self._last_as_of: dict[Owner, int] = {}
-        self._unattributed: dict[tuple[str, str], float] = {}
+        self.unattributed = Unattributed()
         self._offsets: dict[TopicPartition, dict[int, DeltaIntent]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -198,42 +214,26 @@ class ExecutionNode:
         self.table.ingest(records, skip)
 
     def _seed_ledger(self) -> None:
-        name = self.venue.name
-        for s in self.table.snapshots():
-            owner = (s.world_id, s.strategy_id)
-            self._last_as_of[owner] = s.as_of
-            for p in s.positions():
-                if p.venue == name:
-                    self.ledger.set(owner, (name, p.symbol), p.qty)
-                    if p.mark is not None:
-                        self.ledger.marks[(name, p.symbol)] = p.mark
-                    self._owners.add(owner)
+        adopted = adopt(self.ledger, self.table.snapshots(), self.venue.name)
+        self._last_as_of.update(adopted.as_of)
+        self._owners.update(adopted.owners)
 
     async def _reconcile(self) -> None:
         """What the venue holds beyond what the snapshots attribute waits for the next
         breakdown of that key (fills made just before a crash, before their snapshot)."""
         name = self.venue.name
-        worlds = {w for w, _ in self._owners}
-        for world in sorted(worlds):
+        for world in sorted({w for w, _ in self._owners}):
             held = await self.venue.positions(account_of(world))
-            symbols = {
-                symbol
-                for (w, _), held_by in self.ledger.holdings.items()
-                if w == world
-                for (_, symbol) in held_by
-            }
-            for symbol in sorted(symbols | set(held)):
-                gap = held.get(symbol, 0.0) - self.ledger.total([world], (name, symbol))
-                if abs(gap) > 1e-9:
-                    self._unattributed[(world, symbol)] = gap
-                    self.stats.unattributed += 1
-                    log.warning(
-                        "venue %s holds %+g %s more in %s than the snapshots attribute",
-                        name,
-                        gap,
-                        symbol,
-                        world,
-                    )
+            for gap in reconcile(self.ledger, world, name, held):
+                self.unattributed.found(gap)
+                self.stats.unattributed += 1
+                log.warning(
+                    "venue %s holds %+g %s more in %s than the snapshots attribute",
+                    name,
+                    gap.qty,
+                    gap.symbol,
+                    gap.world,
+                )
 
     # -- intents --------------------------------------------------------------------------------
 
@@ -261,25 +261,9 @@ class ExecutionNode:
         counts = self.stats.intents
         counts[result.value] = counts.get(result.value, 0) + 1
         if result in (Offer.ACCEPTED, Offer.SUPERSEDED):
-            info = self._plans.setdefault(
-                intent.plan_id, _PlanInfo((intent.created_at, intent.plan_id))
-            )
-            info.keys.add((intent.world_id, intent.venue, intent.symbol))
-            for b in intent.strategy_breakdown:
-                world = b.world_id or intent.world_id
-                if world is not None and b.delta_qty != 0:
-                    info.owners.add((world, b.strategy_id))
+            self.plans.record(intent)
             if intent.venue == self.venue.name:
                 self._offsets.setdefault(tp, {})[record.offset] = intent
-
-    def _finished(self, intent: DeltaIntent, now: int) -> bool:
-        target = self.book.keys.get((intent.world_id, intent.venue, intent.symbol))
-        return (
-            target is None
-            or target.plan_id != intent.plan_id
-            or intent.intent_id in target.reached
-            or intent.expires_at <= now
-        )
 
     async def _commit(self) -> None:
         """Commit each partition up to its oldest intent still in hand."""
@@ -288,7 +272,7 @@ class ExecutionNode:
         for tp in self.consumer.assignment():
             position = await self.consumer.position(tp)
             pending = self._offsets.get(tp, {})
-            for offset in [o for o, i in pending.items() if self._finished(i, now)]:
+            for offset in [o for o, i in pending.items() if self.book.finished(i, now)]:
                 del pending[offset]
             offsets[tp] = min(pending) if pending else position
         if offsets:
@@ -317,55 +301,53 @@ class ExecutionNode:
             world_id, venue, symbol = key
             if venue != name or key in self._open:
                 continue
-            leg = target.active()
-            if leg is None:
+            due = due_leg(target, now)
+            if due is None:
                 continue
-            if leg.expires_at <= now:
-                for intent in target.legs.values():
-                    target.reached.add(intent.intent_id)
+            leg = due.leg
+            if due.expired:
+                expire(target)
                 self.stats.expired_unfinished += 1
                 log.warning("plan %s expired before %s %s was reached", leg.plan_id, name, symbol)
                 continue
             account = account_of(world_id)
             if account not in positions:
                 positions[account] = await self.venue.positions(account)
-            position = positions[account].get(symbol, 0.0)
-            self._claim_unattributed(world_id, symbol, leg)
-            rules = self.venue.rules(symbol)
-            request = next_order(
-                target=leg.target_qty, position=position, mark=leg.mark, rules=rules
+            self._dirty.update(self.unattributed.claim(self.ledger, name, account, leg))
+            step = next_step(
+                leg,
+                position=positions[account].get(symbol, 0.0),
+                rules=self.venue.rules(symbol),
+                attempts=self._attempts.get(leg.intent_id, 0),
+                max_retries=self.options.max_retries,
             )
-            if request is None:
+            if isinstance(step, Reached):
                 target.reached.add(leg.intent_id)
                 self._touch(leg)
                 self.wake.set()  # the next leg (open after close) can start now
                 continue
-            attempt = self._attempts.get(leg.intent_id, 0)
-            if attempt > self.options.max_retries:
+            if isinstance(step, GiveUp):
                 target.reached.add(leg.intent_id)
                 self.stats.given_up += 1
-                log.error("giving up %s after %d rejected orders", leg.intent_id, attempt)
+                log.error("giving up %s after %d rejected orders", leg.intent_id, step.attempts)
                 continue
-            self._attempts[leg.intent_id] = attempt + 1
-            order = Order(
-                order_id=f"{leg.intent_id}:{self.session}:{attempt}",
-                account=account,
-                symbol=symbol,
-                qty=request.qty,
-                reduce_only=request.reduce_only,
-                price=leg.mark,
-            )
-            self._open[key] = order
-            self._order_intent[order.order_id] = leg
-            self.stats.orders += 1
-            await self.venue.place(order)
+            await self._place(key, leg, account, step)
 
-    def _claim_unattributed(self, world_id: str | None, symbol: str, leg: DeltaIntent) -> None:
-        """Attribute a gap found at start-up with the breakdown of the key's plan."""
-        gap = self._unattributed.pop((account_of(world_id), symbol), None)
-        if gap:
-            shares = weights(world_id, leg.strategy_breakdown)
-            self._dirty.update(self.ledger.attribute((self.venue.name, symbol), gap, shares))
+    async def _place(self, key: KeyId, leg: DeltaIntent, account: str, step: Place) -> None:
+        """Send ``step``'s order for ``leg``; the key has it open until it is final."""
+        self._attempts[leg.intent_id] = step.attempt + 1
+        order = Order(
+            order_id=f"{leg.intent_id}:{self.session}:{step.attempt}",
+            account=account,
+            symbol=leg.symbol,
+            qty=step.request.qty,
+            reduce_only=step.request.reduce_only,
+            price=leg.mark,
+        )
+        self._open[key] = order
+        self._order_intent[order.order_id] = leg
+        self.stats.orders += 1
+        await self.venue.place(order)
 
     async def _updates(self) -> None:
         queue = self.venue.updates()
@@ -387,9 +369,7 @@ class ExecutionNode:
                 target = self.book.keys.get(key)
                 leg = target.final if target is not None else None
             if leg is None:
-                world_symbol = (order.account, order.symbol)
-                gap = self._unattributed.get(world_symbol, 0.0) + update.fill_qty
-                self._unattributed[world_symbol] = gap
+                self.unattributed.add(order.account, order.symbol, update.fill_qty)
             else:
                 shares = weights(leg.world_id, leg.strategy_breakdown)
                 self._dirty.update(self.ledger.attribute(instrument, update.fill_qty, shares))
@@ -405,57 +385,22 @@ class ExecutionNode:
 
     def _touch(self, leg: DeltaIntent) -> None:
         """Owners of ``leg``'s plan need a snapshot: progress or convergence to report."""
-        info = self._plans.get(leg.plan_id)
-        if info is not None:
-            self._dirty.update(info.owners)
-            self._owners.update(info.owners)
+        owners = self.plans.owners(leg.plan_id)
+        self._dirty.update(owners)
+        self._owners.update(owners)
 
     # -- snapshots ------------------------------------------------------------------------------
 
-    def _reached_elsewhere(self, key: KeyId, target_qty: float) -> bool:
-        """Whether another venue's key holds its target, by the snapshots of its world."""
-        world_id, venue, symbol = key
-        total = 0.0
-        for s in self.table.snapshots(None if world_id is None else [world_id]):
-            for p in s.positions():
-                if p.venue == venue and p.symbol == symbol:
-                    total += p.qty
-        return abs(total - target_qty) <= self.options.convergence_tolerance * max(
-            1.0, abs(target_qty)
-        )
-
-    def _plan_reached(self, plan_id: str) -> bool:
-        info = self._plans[plan_id]
-        for key in info.keys:
-            target = self.book.keys.get(key)
-            if target is None or target.plan_id != plan_id:
-                return False  # superseded: this plan will never be reached as planned
-            if key[1] == self.venue.name:
-                if not target.done:
-                    return False
-            elif not self._reached_elsewhere(key, target.final.target_qty):
-                return False
-        return True
+    def _positions_in(self, world_id: str | None) -> list[HeldPosition]:
+        """The positions the snapshots of ``world_id`` (of every world for None) hold."""
+        worlds = None if world_id is None else [world_id]
+        return [p for s in self.table.snapshots(worlds) for p in s.positions()]
 
     def _converged_for(self, owner: Owner) -> str | None:
-        """The newest plan reached for ``owner``: this node's finding, or the topic's when
-        that is newer (another venue's node finished later) or older than anything seen."""
-        mine = self._converged.get(owner)
-        for plan_id, info in self._plans.items():
-            if owner not in info.owners or (mine is not None and info.order <= mine[0]):
-                continue
-            if self._plan_reached(plan_id):
-                mine = (info.order, plan_id)
-        if mine is not None:
-            self._converged[owner] = mine
+        """The plan ``owner``'s next snapshot reports as converged (``Plans.converged_for``)."""
         held = self.table.get(*owner)
-        theirs = None if held is None else held.converged_plan_id
-        if mine is None:
-            return theirs
-        known = None if theirs is None else self._plans.get(theirs)
-        if known is not None and known.order > mine[0]:
-            return theirs
-        return mine[1]
+        reported = None if held is None else held.converged_plan_id
+        return self.plans.converged_for(owner, self.book, self._positions_in, reported)
 
     async def _publish(self, owners: set[Owner]) -> None:
         """Publish the snapshots of ``owners``: this venue's rows from the ledger, other
@@ -508,23 +453,7 @@ class ExecutionNode:
             self._prune()
 
     def _prune(self) -> None:
-        """Forget what can no longer matter: ids of expired intents, plans no key follows
-        any more, and plans older than what every one of their owners has reached."""
-        self.book.forget_expired(self.clock())
-        following = {t.plan_id for t in self.book.keys.values()}
-        for plan_id, info in list(self._plans.items()):
-            reached = [self._converged.get(o) for o in info.owners]
-            if plan_id not in following or (
-                reached and all(r is not None and r[0] >= info.order for r in reached)
-            ):
-                del self._plans[plan_id]
-
-
-@dataclass
-class _PlanInfo:
-    order: tuple[int, str]
-    keys: set[KeyId] = field(default_factory=set)
-    owners: set[Owner] = field(default_factory=set)
+        self.plans.prune(self.book, self.clock())
 
 
 def _world_of(account: str) -> str | None:

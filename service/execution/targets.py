@@ -94,6 +94,18 @@ class TargetBook:
         held.legs[intent.leg] = intent
         return result
 
+    def finished(self, intent: DeltaIntent, now_ms: int) -> bool:
+        """Whether nothing more will be done for ``intent``: its key follows another plan (or
+        none), its leg is reached, or it expired. Offsets are committed only past finished
+        intents, so a restart re-reads exactly what was still in hand."""
+        target = self.keys.get((intent.world_id, intent.venue, intent.symbol))
+        return (
+            target is None
+            or target.plan_id != intent.plan_id
+            or intent.intent_id in target.reached
+            or intent.expires_at <= now_ms
+        )
+
     def forget_expired(self, now_ms: int) -> None:
         """Drop remembered ids of expired intents (a re-delivery of one is expired anyway)."""
         self._seen = {i: e for i, e in self._seen.items() if e > now_ms}
