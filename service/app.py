@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 import uuid
@@ -26,14 +25,15 @@ from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from consumers.embedded_broker import EmbeddedBroker
 from consumers.ownership import Ownership
-from consumers.producer import Outgoing, OutputProducer, dead_letter_for
+from consumers.producer import OutputProducer, dead_letter_for
 from consumers.reader import TopicReader
 from consumers.topics import ensure_topics
+from consumers.unit_of_work import FaultHook, Step, UnitOfWork, no_faults
 
 from .engine import EngineOptions, RebalanceEngine, Work
 from .errors import InputError, describe
@@ -48,19 +48,13 @@ from .state.snapshots import SnapshotTable
 
 log = logging.getLogger("rebalancer")
 
-FAULT_ENV = "REBALANCER_FAULT_KILL_AT"
-"""Test hook: SIGKILL this process at a named step of the order of work (see ``_fault``)."""
-FAULT_STEPS = ("after_pending", "after_intents", "after_records", "after_state", "before_commit")
+FAULT_STEPS = tuple(step.value for step in Step)
+"""The steps of the order of work a crash test can kill the process at."""
 
 
 ALLOCATION_FETCH_WAIT_MS = 5
 """Short fetch waits on the allocation topic: an event is picked up within milliseconds even
 where the broker does not answer a waiting fetch as soon as data arrives."""
-
-
-SENDER_STEPS = 6
-"""Event-loop steps granted to aiokafka's sender after a write-ahead is handed over, so its
-request is on the wire while the plan's intents are put into batches."""
 
 
 WARM_SHARE = 20
@@ -87,7 +81,13 @@ def check_key(key: bytes | None, portfolio_id: str) -> None:
 class RebalancerApp:
     """One instance of the rebalancing service."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], int] = now_ms,
+        fault: FaultHook = no_faults,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()
@@ -124,9 +124,7 @@ class RebalancerApp:
         self._dirty_worlds: set[str] = set()
         self._refused_releases: set[str] = set()
         self._next_warm = 0.0
-        self._fault = os.environ.get(FAULT_ENV)
-        if self._fault is not None and self._fault not in FAULT_STEPS:
-            raise InputError(f"{FAULT_ENV}: expected one of {', '.join(FAULT_STEPS)}")
+        self._fault = fault
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -153,6 +151,7 @@ class RebalancerApp:
             compression=self.settings.compression,
         )
         await self.producer.start()
+        self.work_unit = UnitOfWork(self.producer, self.state, self._fault)
         if self.policy_runner is not None:  # policy events go to the allocation topic
             self.policy_producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap_servers,
@@ -370,7 +369,7 @@ class RebalancerApp:
                 continue
             pending = self.state.pending_plan(portfolio_id)  # unreadable: ChangelogError stops
             log.warning("finishing plan %s left half published", pending.record["plan_id"])
-            await self._carry_out(self.engine.resume(pending), resumed=True)
+            await self._carry_out(self.engine.resume(pending))
             self.metrics.plans_resumed.inc()
 
     async def _consume(self) -> None:
@@ -384,11 +383,7 @@ class RebalancerApp:
                         if self.ownership.needs_sync:
                             await self._sync()
                         await self._handle_event(record)
-                        try:
-                            self._maybe_fault("before_commit")
-                            await self.consumer.commit({tp: record.offset + 1})
-                        except CommitFailedError as exc:
-                            log.warning("commit failed (partition moved?): %s", exc)
+                        await self.work_unit.commit(self.consumer, tp, record.offset)
 
     async def _handle_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()
@@ -426,44 +421,19 @@ class RebalancerApp:
             )
         await self._carry_out(work)
         if work.held_worlds:
-            reason = "held"
-            for rec in work.records:
-                if rec.get("status") == "held":
-                    reason = str(rec.get("held_reason", "held")).split(":", 1)[0]
-            self.metrics.events_held.labels(reason).inc()
+            # one count per event, labelled with all its reasons (as its held record says)
+            self.metrics.events_held.labels(", ".join(work.held_reasons)).inc()
         if work.plan is not None:
             self.metrics.events_planned.inc()
         self.metrics.plan_latency.observe(time.perf_counter() - started)
 
-    async def _carry_out(self, work: Work, *, resumed: bool = False) -> None:
-        """Do a work's steps in the safe order, each acknowledged before the next."""
-        intents: Outgoing | None = None
-        if work.pending is not None:
-            written = await self.producer.send(await self.producer.changelog([work.pending]))
-            if work.has_intents:
-                for _ in range(SENDER_STEPS):  # the producer's sender writes the request
-                    await asyncio.sleep(0)
-                intents = await self.producer.intents(work.intents)  # while it is in flight
-            await written
-            self.state.apply(*work.pending)
-            self._maybe_fault("after_pending")
-        if work.has_intents:
-            intents = intents or await self.producer.intents(work.intents)
-            self.metrics.intents_published.inc(await self.producer.publish(intents))
-            self._maybe_fault("after_intents")
-        if work.records:
-            await self.producer.publish_records(work.records)
-            for rec in work.records:
-                self.metrics.plans_published.labels(rec.get("status", "planned")).inc()
-            self._maybe_fault("after_records")
-        await self.producer.write_changelog(work.state)
-        self.state.apply_all(work.state)
-        self._maybe_fault("after_state")
-
-    def _maybe_fault(self, step: str) -> None:
-        if self._fault == step:
-            log.error("fault injection: killing this process at %s", step)
-            os.kill(os.getpid(), signal.SIGKILL)
+    async def _carry_out(self, work: Work) -> None:
+        """Carry out a work in the order of work, and count what it published."""
+        published = await self.work_unit.carry_out(work)
+        if published.intents:
+            self.metrics.intents_published.inc(published.intents)
+        for status in published.record_statuses:
+            self.metrics.plans_published.labels(status).inc()
 
     async def _release_loop(self) -> None:
         interval = self.settings.release_check_interval_ms / 1000
@@ -479,7 +449,7 @@ class RebalancerApp:
                 if self._pending_dead_letters:
                     await self._flush_dead_letters()
                 self._warm_tables()
-                for work in self.engine.releasable(self.clock(), self.owned_portfolios()):
+                for work in self.engine.released_work(self.clock(), self.owned_portfolios()):
                     if work.refused is not None:
                         self._report_refused_release(work.refused)
                         continue

@@ -6,11 +6,12 @@ Bad input exits with code 2 and one line per problem on stderr, naming the field
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +23,9 @@ from .report import render
 from .request import parse_request
 from .runtime import tune_allocator
 from .settings import load_settings
+
+if TYPE_CHECKING:
+    from consumers.unit_of_work import FaultHook
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_STATE = 0, 2, 3
 
@@ -144,12 +148,39 @@ def _cmd_backtest(args: argparse.Namespace, out: IO[bytes]) -> int:
 
 def _log_to_stderr(level: str) -> None:
     """Log lines for the long-running commands (run, execute)."""
-    import logging
 
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+FAULT_ENV = "REBALANCER_FAULT_KILL_AT"
+"""Test hook of the crash tests: SIGKILL ``rebalancer run`` at a named step of the order of
+work (``consumers.unit_of_work.Step``)."""
+
+
+def _fault_hook_from_env() -> FaultHook:
+    """The crash tests' hook when ``REBALANCER_FAULT_KILL_AT`` names a step, else none."""
+    import os
+    import signal
+
+    from consumers.unit_of_work import Step, no_faults
+
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted is None:
+        return no_faults
+    steps = [step.value for step in Step]
+    if wanted not in steps:
+        raise InputError(f"{FAULT_ENV}: expected one of {', '.join(steps)}, got {wanted!r}")
+
+    def kill_at(step: Step) -> None:
+        if step == wanted:
+            log = logging.getLogger("rebalancer")
+            log.error("fault injection: killing this process at %s", step)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill_at
 
 
 def _cmd_run(args: argparse.Namespace, out: IO[bytes]) -> int:
@@ -159,9 +190,10 @@ def _cmd_run(args: argparse.Namespace, out: IO[bytes]) -> int:
     from .state.allocations import ChangelogError
 
     settings = load_settings(args.config)
+    fault = _fault_hook_from_env()
     _log_to_stderr(args.log_level)
     try:
-        asyncio.run(RebalancerApp(settings).run())
+        asyncio.run(RebalancerApp(settings, fault=fault).run())
     except ChangelogError as exc:
         print(f"error: the service state cannot be restored: {exc}", file=sys.stderr)
         return EXIT_STATE

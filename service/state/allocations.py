@@ -15,7 +15,8 @@ It lives in memory and in a compacted changelog topic the service owns. Keys:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 import orjson
 from pydantic import Field, ValidationError
@@ -30,7 +31,17 @@ APPLIED_EVENTS_KEPT = 2_000
 POLICY_TRIGGERS_KEPT = 64
 """How many recent policy triggers a world remembers (for cooldowns and trade limits)."""
 
-HeldReason = Literal["plan_in_flight", "stale_snapshots"]
+
+class HoldReason(StrEnum):
+    """Why a world's changes wait. The values are the strings the changelog and the held
+    plan records carry, so the enum changes no stored byte."""
+
+    PLAN_IN_FLIGHT = "plan_in_flight"
+    """The world's last plan is neither reached by its positions nor past the settle
+    timeout: planning again now would plan from positions still moving."""
+    STALE_SNAPSHOTS = "stale_snapshots"
+    """A snapshot of the world is older than ``max_snapshot_age_ms``: its positions may be
+    out of date."""
 
 
 class InFlight(Message):
@@ -52,7 +63,7 @@ class HeldChange(Message):
     """
 
     event_ids: list[Name]
-    reason: HeldReason
+    reason: HoldReason
     since: EpochMs
     alloc_after: Ratio | None = None
     strategy_after: dict[Name, Ratio] | None = None

@@ -154,12 +154,12 @@ def test_change_during_flight_is_held_and_coalesced_then_released_by_convergence
     assert held is not None
     assert held.event_ids == ["e2", "e3"]
     assert held.alloc_after == 0.1
-    assert h.engine.releasable(4_000) == []
+    assert h.engine.released_work(4_000) == []
     # the execution node reaches the plan: both strategies report it
     h.snapshots.apply(snap("s1", 0.4, as_of=700, converged_plan_id=plan_id))
-    assert h.engine.releasable(4_000) == []
+    assert h.engine.released_work(4_000) == []
     h.snapshots.apply(snap("s2", 0.6, as_of=700, converged_plan_id=plan_id))
-    (released,) = [h.run(w) for w in h.engine.releasable(5_000)]
+    (released,) = [h.run(w) for w in h.engine.released_work(5_000)]
     # planned from 0.2 (what positions now reflect) to 0.1, once: 1.0 -> 0.5
     assert [i["delta_qty"] for i in released.intents] == [-0.5]
     assert released.records[0]["coalesced_event_ids"] == ["e2", "e3"]
@@ -173,8 +173,8 @@ def test_held_change_is_released_when_the_settle_timeout_passes() -> None:
     h.snapshots.apply(snap("s1", 1.0))
     h.send(event(world_alloc_before={"a": 0.3}))
     h.send(event(event_id="e2", world_alloc_after={"a": 0.1}), 2_000)
-    assert h.engine.releasable(10_999) == []
-    (released,) = h.engine.releasable(11_000)
+    assert h.engine.released_work(10_999) == []
+    (released,) = h.engine.released_work(11_000)
     assert released.records[0]["coalesced_event_ids"] == ["e2"]
 
 
@@ -187,9 +187,9 @@ def test_stale_snapshots_hold_until_fresh_ones_arrive() -> None:
     work = h2.send(event(world_alloc_before={"a": 0.3}), 10_000)
     assert work.held_worlds == ["a"]
     assert "stale_snapshots" in work.records[0]["held_reason"]
-    assert h2.engine.releasable(11_000) == []
+    assert h2.engine.released_work(11_000) == []
     assert h2.snapshots.apply(snap("s1", 1.0, as_of=10_500)) is ApplyResult.APPLIED
-    (released,) = h2.engine.releasable(11_000)
+    (released,) = h2.engine.released_work(11_000)
     assert [i["delta_qty"] for i in released.intents] == pytest.approx([-1 / 3])
 
 

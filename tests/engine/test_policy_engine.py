@@ -149,7 +149,7 @@ def test_held_while_a_plan_is_in_flight_then_planned_as_measured_on_release(
     assert "plan_in_flight" in held["held_reason"]
     assert held["policy"]["event_id"] == "policy:keep:a:t1"
     PlanRecord.model_validate_json(orjson.dumps(held))
-    assert h.engine.releasable(T0 + 30) == []
+    assert h.engine.released_work(T0 + 30) == []
     # the execution node reaches the plan: 1 X, and the price has gone on to 120
     h.snapshots.apply(
         snap("s1", [("X", 0.75, 120.0)], as_of=T0 + 40, converged_plan_id=in_flight.plan_id)
@@ -157,7 +157,7 @@ def test_held_while_a_plan_is_in_flight_then_planned_as_measured_on_release(
     h.snapshots.apply(
         snap("s2", [("X", 0.25, 120.0)], as_of=T0 + 40, converged_plan_id=in_flight.plan_id)
     )
-    (released,) = [h.run(w) for w in h.engine.releasable(T0 + 50)]
+    (released,) = [h.run(w) for w in h.engine.released_work(T0 + 50)]
     # measured now: 1 X at 120 = 0.12 of equity against 0.1
     (record,) = released.records
     assert record["per_world"]["a"]["alloc_before"] == pytest.approx(0.12)
@@ -236,7 +236,7 @@ def test_a_held_correction_that_cannot_be_planned_on_release_is_dropped(h: Harne
     h.send(policy(occurred_at=T0 + 10), T0 + 20)
     h.snapshots.apply(snap("s1", [("X", 0.75, None)], as_of=T0 + 40))  # no mark any more
     h.snapshots.apply(snap("s2", [("X", 0.25, None)], as_of=T0 + 40))
-    (work,) = h.engine.releasable(T0 + 700_000)  # the settle timeout has passed
+    (work,) = h.engine.released_work(T0 + 700_000)  # the settle timeout has passed
     assert work.dropped is not None
     assert "no mark for v:X" in work.dropped
     assert work.intents == []

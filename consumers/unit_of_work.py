@@ -1,0 +1,112 @@
+"""The order of work, in one place: what the service writes for a piece of work, in which order.
+
+Each step is acknowledged by the broker before the next starts:
+
+1. the write-ahead of the plan to the changelog (``pending|{portfolio}``),
+2. the intents,
+3. the plan record (and held records),
+4. the new state, which clears the write-ahead,
+5. the offset of the event, when the work came from one.
+
+A crash between any two steps leaves what a restart needs: a write-ahead found on restart is
+republished as it was (``RebalanceEngine.resume`` rebuilds the same intents and record from
+it); an event found applied is skipped; otherwise the event is read again and planned on
+unchanged state with the same ids. Tests kill the process at each step through ``FaultHook``,
+which the entry point passes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from service.engine import Work
+from service.state.allocations import AllocationState
+
+from .producer import Outgoing, OutputProducer
+
+log = logging.getLogger("rebalancer")
+
+SENDER_STEPS = 6
+"""Event-loop steps granted to aiokafka's sender after a write-ahead is handed over, so its
+request is on the wire while the plan's intents are put into batches."""
+
+
+class Step(StrEnum):
+    """The points between the steps of the order of work (where a crash test kills)."""
+
+    AFTER_PENDING = "after_pending"
+    AFTER_INTENTS = "after_intents"
+    AFTER_RECORDS = "after_records"
+    AFTER_STATE = "after_state"
+    BEFORE_COMMIT = "before_commit"
+
+
+FaultHook = Callable[[Step], None]
+"""Called at every ``Step``; the crash tests' hook kills the process at one of them."""
+
+
+def no_faults(step: Step) -> None:
+    """The hook of a service that is not under a crash test."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What carrying out one piece of work put on the topics."""
+
+    intents: int
+    record_statuses: tuple[str, ...]
+
+
+class UnitOfWork:
+    """Carries out the engine's ``Work`` in the order above, and commits event offsets."""
+
+    def __init__(
+        self, producer: OutputProducer, state: AllocationState, fault: FaultHook = no_faults
+    ) -> None:
+        self.producer = producer
+        self.state = state
+        self.fault = fault
+
+    async def carry_out(self, work: Work) -> Published:
+        """Write-ahead, intents, records, state; each acknowledged before the next."""
+        producer = self.producer
+        intents: Outgoing | None = None
+        if work.pending is not None:
+            written = await producer.send(await producer.changelog([work.pending]))
+            if work.has_intents:
+                for _ in range(SENDER_STEPS):  # the producer's sender writes the request
+                    await asyncio.sleep(0)
+                intents = await producer.intents(work.intents)  # while it is in flight
+            await written
+            self.state.apply(*work.pending)
+            self.fault(Step.AFTER_PENDING)
+        published = 0
+        if work.has_intents:
+            intents = intents or await producer.intents(work.intents)
+            published = await producer.publish(intents)
+            self.fault(Step.AFTER_INTENTS)
+        if work.records:
+            await producer.publish_records(work.records)
+            self.fault(Step.AFTER_RECORDS)
+        await producer.write_changelog(work.state)
+        self.state.apply_all(work.state)
+        self.fault(Step.AFTER_STATE)
+        statuses = tuple(str(r.get("status", "planned")) for r in work.records)
+        return Published(published, statuses)
+
+    async def commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        """Commit an event's offset once its work is carried out. A failed commit (the
+        partition moved in a rebalance) only means the next owner reads the event again and
+        finds it applied."""
+        try:
+            self.fault(Step.BEFORE_COMMIT)
+            await consumer.commit({tp: offset + 1})
+        except CommitFailedError as exc:
+            log.warning("commit failed (partition moved?): %s", exc)

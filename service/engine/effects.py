@@ -1,0 +1,297 @@
+"""From a plan to what carrying it out writes: the plan record, the write-ahead, the new state.
+
+A plan's work is built whole before anything of it is published: the new world states are
+validated first (``checked``), so a plan whose state the changelog could not read back is
+refused, not half published. The write-ahead holds the record and the state to write, so a
+restart finishes the plan as it was (``resume``) instead of planning again on positions that
+may have moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..errors import InputError
+from ..messages import PolicyRebalance
+from ..messages.allocation import AllocationEvent
+from ..planner import (
+    Plan,
+    PlannerOptions,
+    PlanningContext,
+    PlanningError,
+    PositionTable,
+    Rebalancer,
+    WorldChange,
+)
+from ..planner.bounds import check_plan
+from ..planner.netting import TRADE
+from ..planner.plan import options_record
+from ..state.allocations import (
+    AllocationState,
+    HeldChange,
+    InFlight,
+    PendingPlan,
+    PortfolioState,
+    Record,
+    WorldState,
+    encode,
+    pending_key,
+    portfolio_key,
+    world_key,
+)
+from ..state.snapshots import SnapshotTable
+from .admission import Requested, checked
+from .options import EngineOptions, EventOptions
+from .work import Held, Json, Outcome, Work
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the engine decides from: the service's state, the latest snapshots, its settings
+    and the planner of allocation changes. The engine reads them and never writes them: the
+    edges apply a work's state once it is carried out."""
+
+    state: AllocationState
+    snapshots: SnapshotTable
+    options: EngineOptions
+    planner: Rebalancer
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What a plan answers, hashed into its id: the event (``None`` for held changes planned
+    on release), the events it carries out (coalesced ones too; the last names the plan), when
+    the latest occurred, and the equity it divides."""
+
+    portfolio_id: str
+    event: AllocationEvent | PolicyRebalance | None
+    event_ids: tuple[str, ...]
+    occurred_at: int
+    total_equity: float
+    now_ms: int
+
+    def context(
+        self, changes: Sequence[WorldChange], positions: PositionTable, options: PlannerOptions
+    ) -> PlanningContext:
+        """What the planner plans ``changes`` on. The trigger bytes cover the event, the events
+        coalesced and the changes: the same input gives the same plan id."""
+        trigger = {
+            "event": None if self.event is None else self.event.model_dump(mode="json"),
+            "event_ids": list(self.event_ids),
+            "changes": [vars(c) for c in changes],
+        }
+        return PlanningContext(
+            event_id=self.event_ids[-1],
+            portfolio_id=self.portfolio_id,
+            occurred_at=self.occurred_at,
+            total_equity=self.total_equity,
+            changes=tuple(changes),
+            positions=positions,
+            options=options,
+            trigger=orjson.dumps(trigger, option=orjson.OPT_SORT_KEYS),
+            created_at=self.now_ms,
+            coalesced_event_ids=self.event_ids,
+        )
+
+
+@dataclass(frozen=True)
+class Basis:
+    """The state a plan is written over: the portfolio as the event leaves it, and the world
+    states the event already changed (the worlds it holds). A planned world not among them is
+    taken from the state."""
+
+    portfolio: PortfolioState
+    worlds: Mapping[str, WorldState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Allocation changes to plan: the worlds' moves and what their events ask of the plan."""
+
+    trigger: Trigger
+    requested: list[Requested]
+    asked: EventOptions
+    basis: Basis
+
+
+class Effects:
+    """Plans allocation changes and turns a plan, or a hold, into the work that carries it."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def plan(self, request: PlanRequest) -> Work:
+        """Plan the requested moves from the state's allocations (an event's before only for
+        a world the state does not know) on the current snapshots. Raises ``InputError`` when
+        the planner refuses or the new state would be invalid."""
+        state, trigger = self.sources.state, request.trigger
+        changes = []
+        for req in request.requested:
+            ws = state.world(trigger.portfolio_id, req.world_id)
+            before = ws.alloc if ws.alloc is not None else req.alloc_before
+            after = req.alloc_after if req.alloc_after is not None else before
+            strategy_before = ws.strategy_alloc or (
+                dict(req.strategy_before) if req.strategy_before is not None else None
+            )
+            changes.append(
+                WorldChange(
+                    world_id=req.world_id,
+                    alloc_before=before,
+                    alloc_after=after,
+                    strategy_before=strategy_before,
+                    strategy_after=req.strategy_after,
+                )
+            )
+        options = request.asked.applied_to(self.sources.options.planner)
+        planned = [c.world_id for c in changes]
+        shared = options.execution_mode == "shared_account"
+        positions = self.sources.snapshots.positions(None if shared else planned)
+        context = trigger.context(changes, positions, options)
+        return self.commit(run_planner(self.sources.planner, context), trigger, request.basis)
+
+    def commit(self, plan: Plan, trigger: Trigger, basis: Basis) -> Work:
+        """A plan's work: its intents, record, write-ahead and new state.
+
+        An external change sets each planned world's allocations to the plan's; a policy's
+        correction leaves them as they are (the positions moved, not the targets). A world
+        with intents waits for them (``in_flight``) before its next plan.
+        """
+        portfolio_id = trigger.portfolio_id
+        policy = trigger.event if isinstance(trigger.event, PolicyRebalance) else None
+        record = plan.wire
+        if policy is not None:
+            record["policy"] = policy.model_dump(mode="json")
+        shared = plan.context.options.execution_mode == "shared_account"
+        new_worlds = dict(basis.worlds)
+        affected_by_world = affected_strategies(plan)
+        for scale in plan.worlds:
+            ws = basis.worlds.get(scale.world_id) or self.sources.state.world(
+                portfolio_id, scale.world_id
+            )
+            world_plan = record["per_world"][scale.world_id]
+            affected = affected_by_world.get(scale.world_id, [])
+            has_intents = any(d["legs"] for d in world_plan["deltas"]) or (
+                shared and bool(record["global_deltas"])
+            )
+            update: Json = {
+                "in_flight": InFlight(
+                    plan_id=plan.plan_id,
+                    event_ids=list(trigger.event_ids),
+                    strategies=affected,
+                    planned_at=trigger.now_ms,
+                )
+                if has_intents
+                else None,
+                "held": None,
+            }
+            if policy is None:
+                update["alloc"] = scale.alloc_after
+                update["strategy_alloc"] = {
+                    s: w for s, w in scale.strategy_after.items() if w > 0 or s in ws.strategy_alloc
+                }
+            new_worlds[scale.world_id] = checked(ws.model_copy(update=update))
+        portfolio = checked(basis.portfolio)
+        state = [(world_key(portfolio_id, w), encode(s)) for w, s in new_worlds.items()]
+        state.append((portfolio_key(portfolio_id), encode(portfolio)))
+        # the write-ahead, serialised directly: the record is large and already plain data
+        pending = orjson.dumps(
+            {
+                "portfolio_id": portfolio_id,
+                "record": record,
+                "worlds": [w.model_dump(mode="json") for w in new_worlds.values()],
+                "portfolio": portfolio.model_dump(mode="json"),
+            }
+        )
+        return Work(
+            Outcome.PLANNED,
+            state=[*state, (pending_key(portfolio_id), None)],
+            records=[record],
+            plan=plan,
+            intents_from=record,
+            pending=(pending_key(portfolio_id), pending),
+            planned_worlds=[scale.world_id for scale in plan.worlds],
+        )
+
+    def held(
+        self,
+        event: AllocationEvent | PolicyRebalance,
+        changes: Mapping[str, HeldChange],
+        now_ms: int,
+    ) -> Held:
+        """The worlds of ``event`` that wait (``changes``: each one's held change), and the
+        held plan record saying which wait, why, and with what events."""
+        options = self.sources.options.planner
+        worlds = list(changes)
+        reasons = sorted({h.reason for h in changes.values()})
+        coalesced = [e for h in changes.values() for e in h.event_ids]
+        planner = getattr(self.sources.planner, "name", "planner")
+        record: Json = {
+            "schema_version": 1,
+            "plan_id": "held-" + _sha(["held", event.portfolio_id, event.event_id, worlds]),
+            "event_id": event.event_id,
+            "portfolio_id": event.portfolio_id,
+            "occurred_at": event.occurred_at,
+            "created_at": now_ms,
+            "expires_at": now_ms,
+            "status": "held",
+            "held_reason": f"{', '.join(reasons)}: worlds {', '.join(worlds)}",
+            "total_equity": getattr(event, "total_equity", None) or 0.0,
+            "options": options_record(planner, options),
+            "per_world": {},
+            "global_deltas": [],
+            "global_dropped": [],
+            "coalesced_event_ids": list(dict.fromkeys(coalesced)),
+            "intent_ids": [],
+            "timing": None,
+        }
+        if isinstance(event, PolicyRebalance):
+            record["policy"] = event.model_dump(mode="json")
+        return Held(worlds, reasons, record)
+
+
+def resume(pending: PendingPlan) -> Work:
+    """Finish a plan that was being published when the service stopped: the same record,
+    the same intents (rebuilt from the record, byte for byte), the same state."""
+    record = pending.record
+    portfolio_id = pending.portfolio_id
+    state: list[Record] = [
+        (world_key(portfolio_id, ws.world_id), encode(ws)) for ws in pending.worlds
+    ]
+    state.append((portfolio_key(portfolio_id), encode(pending.portfolio)))
+    state.append((pending_key(portfolio_id), None))
+    return Work(Outcome.RESUMED, state=state, records=[record], intents_from=record)
+
+
+def run_planner(planner: Rebalancer, context: PlanningContext) -> Plan:
+    """Plan ``context`` and check the plan's bounds; a planner's refusal is the event's error
+    (``InputError``): the event, not the service, cannot be planned."""
+    try:
+        return check_plan(planner.plan(context))
+    except PlanningError as exc:
+        raise InputError(str(exc)) from None
+
+
+def affected_strategies(plan: Plan) -> dict[str, list[str]]:
+    """Per world, the strategies that a traded key of the plan moves (sorted): the ones whose
+    snapshots must report the plan before the world is planned again."""
+    view = plan.per_world
+    traded = view.status == TRADE
+    moving = (view.pair_delta != 0) & traded[view.pair_key]
+    out: dict[str, set[str]] = {}
+    strategies = plan.context.positions.strategies
+    present = np.zeros(len(strategies), np.bool_)
+    present[view.pair_strategy[moving]] = True  # a presence mask: no sort, unlike np.unique
+    for code in np.flatnonzero(present).tolist():
+        world_id, strategy_id = strategies[code]
+        out.setdefault(world_id, set()).add(strategy_id)
+    return {w: sorted(s) for w, s in out.items()}
+
+
+def _sha(data: Any) -> str:
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]

@@ -1,0 +1,196 @@
+"""When a world's changes wait, how later changes join them, and when they may go.
+
+A world's change waits while its last plan is in flight (planning again would plan from
+positions still moving) or while its snapshots are stale. Changes that arrive meanwhile
+coalesce into one held change, planned once when the world is free: by convergence (every
+affected strategy reports the plan), by the settle timeout, or by fresh snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..messages import PolicyRebalance
+from ..messages.allocation import AllocationEvent
+from ..state.allocations import (
+    HeldChange,
+    HoldReason,
+    InFlight,
+    PortfolioState,
+    WorldState,
+)
+from .admission import Requested
+from .effects import Basis, PlanRequest, Sources, Trigger
+from .options import EventOptions
+from .work import Json
+
+
+class Holding:
+    """Decides whether a world holds its changes now, and which held changes may go."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def reached(self, in_flight: InFlight | None, world_id: str) -> bool:
+        """Whether every affected strategy's snapshot reports the plan as converged."""
+        if in_flight is None:
+            return True
+        for strategy_id in in_flight.strategies:
+            snap = self.sources.snapshots.get(world_id, strategy_id)
+            if snap is None or snap.converged_plan_id != in_flight.plan_id:
+                return False
+        return True
+
+    def waiting(self, ws: WorldState, now_ms: int) -> bool:
+        """Whether the world's plan in flight is neither reached nor past the settle timeout."""
+        flight = ws.in_flight
+        if flight is None or self.reached(flight, ws.world_id):
+            return False
+        return now_ms - flight.planned_at < self.sources.options.plan_settle_timeout_ms
+
+    def stale(self, world_id: str, now_ms: int) -> bool:
+        """Whether a snapshot of the world is older than ``max_snapshot_age_ms``."""
+        max_age = self.sources.options.max_snapshot_age_ms
+        if max_age is None:
+            return False
+        oldest = self.sources.snapshots.oldest_as_of(world_id)
+        return oldest is not None and now_ms - oldest > max_age
+
+    def reason(self, ws: WorldState, now_ms: int) -> HoldReason | None:
+        """Why a change to the world must wait now, if it must. A world that already holds
+        changes keeps holding (and keeps its reason): a later change joins them, so changes
+        are planned in the order they came."""
+        if ws.held is not None:
+            return ws.held.reason
+        if self.waiting(ws, now_ms):
+            return HoldReason.PLAN_IN_FLIGHT
+        if self.stale(ws.world_id, now_ms):
+            return HoldReason.STALE_SNAPSHOTS
+        return None
+
+    def ready(
+        self, now_ms: int, portfolios: Iterable[str] | None = None
+    ) -> dict[str, list[WorldState]]:
+        """Per portfolio (of ``portfolios``, if given), the worlds whose held changes may go
+        now: their plan reached or timed out and their snapshots fresh. A portfolio with a
+        plan being written waits for it: the new plan must start from its state."""
+        state = self.sources.state
+        owned = None if portfolios is None else set(portfolios)
+        ready: dict[str, list[WorldState]] = {}
+        for (portfolio_id, _), ws in sorted(state.worlds.items()):
+            if ws.held is None or (owned is not None and portfolio_id not in owned):
+                continue
+            if portfolio_id in state.pending:
+                continue
+            if self.waiting(ws, now_ms) or self.stale(ws.world_id, now_ms):
+                continue
+            ready.setdefault(portfolio_id, []).append(ws)
+        return ready
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """An allocation event reaching the worlds it moves."""
+
+    event: AllocationEvent
+    equity: float | None
+    """The total equity the event gives (``None``: it gives none)."""
+    now_ms: int
+
+
+def coalesce(
+    held: HeldChange | None, req: Requested, arrival: Arrival, reason: HoldReason
+) -> HeldChange:
+    """A world's held change with ``req`` joined to it (or ``req`` alone, waiting for
+    ``reason``): the newest world allocation wins, strategy weights merge, later events'
+    options win. A waiting policy correction gives way: the world's target moves, and the
+    correction was measured against the old one."""
+    event = arrival.event
+    if held is None:
+        return _held_anew(req, arrival, reason)
+    if held.policy is not None:
+        fresh = _held_anew(req, arrival, reason)
+        return fresh.model_copy(
+            update={"event_ids": [*held.event_ids, event.event_id], "since": held.since}
+        )
+    merged = dict(held.strategy_after or {})
+    merged.update(req.strategy_after or {})
+    options = EventOptions.of_held([held]).then(EventOptions.of(event))
+    update: Json = {
+        "event_ids": [*held.event_ids, event.event_id],
+        "alloc_after": req.alloc_after if req.alloc_after is not None else held.alloc_after,
+        "strategy_after": merged or None,
+        "total_equity": arrival.equity if arrival.equity is not None else held.total_equity,
+        "occurred_at": event.occurred_at,
+        "min_trade_notional": options.min_trade_notional,
+        "lot_size_by_symbol": dict(options.lot_size_by_symbol or {}) or None,
+    }
+    return held.model_copy(update=update)
+
+
+def _held_anew(req: Requested, arrival: Arrival, reason: HoldReason) -> HeldChange:
+    event = arrival.event
+    asked = EventOptions.of(event)
+    return HeldChange(
+        event_ids=[event.event_id],
+        reason=reason,
+        since=arrival.now_ms,
+        alloc_after=req.alloc_after,
+        strategy_after=dict(req.strategy_after) if req.strategy_after else None,
+        alloc_before=req.alloc_before,
+        strategy_before=dict(req.strategy_before) if req.strategy_before else None,
+        total_equity=arrival.equity,
+        occurred_at=event.occurred_at,
+        min_trade_notional=asked.min_trade_notional,
+        lot_size_by_symbol=dict(asked.lot_size_by_symbol or {}) or None,
+    )
+
+
+def hold_policy(
+    held: HeldChange | None, event: PolicyRebalance, reason: HoldReason, now_ms: int
+) -> HeldChange:
+    """A policy event joins the world's held work: it waits alone, replaces an older policy
+    event (the newer one measured later), or gives way to a waiting external change (which
+    moves the target anyway)."""
+    if held is None:
+        return HeldChange(
+            event_ids=[event.event_id],
+            reason=reason,
+            since=now_ms,
+            occurred_at=event.occurred_at,
+            policy=event,
+        )
+    update: Json = {"event_ids": [*held.event_ids, event.event_id]}
+    if held.policy is not None:
+        update.update(policy=event, occurred_at=event.occurred_at)
+    return held.model_copy(update=update)
+
+
+def release_request(
+    portfolio: PortfolioState, states: list[WorldState], now_ms: int
+) -> PlanRequest:
+    """One plan for a portfolio's held external changes that may go: each world to its latest
+    held allocation, on the latest equity given, with the held events' options merged in the
+    order they occurred. The events were applied when held: the portfolio is as it is."""
+    held = [(ws.world_id, ws.held) for ws in states if ws.held is not None]
+    changes = [h for _, h in held]
+    event_ids = [e for h in changes for e in h.event_ids]
+    equity = next(
+        (h.total_equity for h in reversed(changes) if h.total_equity is not None),
+        portfolio.total_equity or 0.0,
+    )
+    trigger = Trigger(
+        portfolio_id=portfolio.portfolio_id,
+        event=None,
+        event_ids=tuple(dict.fromkeys(event_ids)),
+        occurred_at=max(h.occurred_at for h in changes),
+        total_equity=equity,
+        now_ms=now_ms,
+    )
+    requested = [
+        Requested(w, h.alloc_after, h.alloc_before, h.strategy_after, h.strategy_before)
+        for w, h in held
+    ]
+    asked = EventOptions.of_held(sorted(changes, key=lambda h: h.occurred_at))
+    return PlanRequest(trigger, requested, asked, Basis(portfolio))

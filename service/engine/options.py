@@ -1,0 +1,75 @@
+"""What shapes the engine's plans: the service's settings, and what each event asks of its
+own plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..messages import WorldAllocationsChanged
+from ..messages.allocation import AllocationEvent
+from ..planner import PlannerOptions
+from ..state.allocations import HeldChange
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The service settings the engine needs."""
+
+    planner: PlannerOptions = field(default_factory=PlannerOptions)
+    plan_settle_timeout_ms: int = 600_000
+    """How long a plan in flight holds its world's next changes before they go anyway: an
+    execution node that never reports convergence must not hold a world for ever."""
+    max_snapshot_age_ms: int | None = None
+    """Snapshots older than this hold their world's changes (``None``: never)."""
+
+
+@dataclass(frozen=True)
+class EventOptions:
+    """What an allocation event asks of its own plan (SPEC 2.2), kept with a held change so
+    it applies whenever the change is planned."""
+
+    min_trade_notional: float | None = None
+    lot_size_by_symbol: Mapping[str, float] | None = None
+
+    @classmethod
+    def of(cls, event: AllocationEvent | None) -> EventOptions:
+        """The options ``event`` asks for (only a world move can ask any)."""
+        if not isinstance(event, WorldAllocationsChanged):
+            return cls()
+        return cls(event.min_trade_notional, event.lot_size_by_symbol)
+
+    @classmethod
+    def of_held(cls, held: Iterable[HeldChange]) -> EventOptions:
+        """The options of held changes, merged in order: later events win."""
+        out = cls()
+        for h in held:
+            out = out.then(cls(h.min_trade_notional, h.lot_size_by_symbol))
+        return out
+
+    def then(self, later: EventOptions) -> EventOptions:
+        """These options with a later event's over them (lot sizes merge per symbol)."""
+        lots = dict(self.lot_size_by_symbol or {})
+        lots.update(later.lot_size_by_symbol or {})
+        notional = (
+            later.min_trade_notional
+            if later.min_trade_notional is not None
+            else self.min_trade_notional
+        )
+        return EventOptions(notional, lots or None)
+
+    def applied_to(self, options: PlannerOptions) -> PlannerOptions:
+        """The service's planner options with these over them (validated again: an event's
+        lot sizes meet the same bounds as the configured ones)."""
+        overrides: dict[str, Any] = {}
+        if self.min_trade_notional is not None:
+            overrides["min_trade_notional"] = self.min_trade_notional
+        if self.lot_size_by_symbol is not None:
+            overrides["lot_size_by_symbol"] = {
+                **options.lot_size_by_symbol,
+                **self.lot_size_by_symbol,
+            }
+        if not overrides:
+            return options
+        return PlannerOptions.model_validate({**options.model_dump(), **overrides})
