@@ -1,4 +1,3 @@
-"""The Kafka edges of the service: decode, call the domain in ``service``, publish.
-
-The stream consumers arrive with the stream service; the planning core is offline for now.
-"""
+"""The Kafka edges: readers of whole topics, the output producer, partition ownership, the
+order of work, the execution node and its venues, and the embedded broker. Thin: decode, call
+the domain in ``service``, publish."""

@@ -1,4 +1,5 @@
-"""The ``rebalancer`` command: offline planning and schema generation.
+"""The ``rebalancer`` command: the service (``run``), execution nodes (``execute``), the demo,
+offline planning (``plan``), backtests and schema generation.
 
 Bad input exits with code 2 and one line per problem on stderr, naming the field.
 """

@@ -9,7 +9,6 @@ QMTL's ``POST /rebalancing/plan`` body (``total_equity``, ``world_alloc_before/a
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal
 
 import orjson
@@ -30,6 +29,7 @@ from .messages._types import (
 )
 from .messages.allocation import AllocationEvent
 from .planner import PlannerOptions, PlanningContext, PositionTable, WorldChange
+from .planner.ids import hex_id
 
 
 class CurrentAllocations(Message):
@@ -220,7 +220,7 @@ def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> P
                 "its before allocation"
             )
     body = {k: v for k, v in data.items() if k not in {"positions", "occurred_at", "options"}}
-    event_id = request.event_id or "req-" + hashlib.sha256(_canonical(body)).hexdigest()[:24]
+    event_id = request.event_id or "req-" + hex_id(_canonical(body), 24)
     occurred_at = request.occurred_at if request.occurred_at is not None else now_ms
     event = {
         "type": "world_allocations_changed",

@@ -1,13 +1,13 @@
 """The backtester (SPEC 6): policies over a price history, side by side."""
 
 from .engine import Backtest, Policy, Run, backtest
-from .metrics import Metrics
+from .metrics import PerformanceMetrics
 from .prices import PriceTable
 from .report import chart, markdown, table
 
 __all__ = [
     "Backtest",
-    "Metrics",
+    "PerformanceMetrics",
     "Policy",
     "PriceTable",
     "Run",

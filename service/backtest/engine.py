@@ -23,11 +23,12 @@ import numpy.typing as npt
 
 from ..policies.calendar import DateArray, DateLike
 from ..policies.costs import CostGate, CostModel
-from ..policies.errors import FloatArray, PolicyError
+from ..policies.errors import PolicyError
+from ..policies.inputs import FloatArray
 from ..policies.risk import DrawdownProtection, DrawdownState
 from ..policies.triggers import Market, Never, Schedule, Throttle, Trigger, outside_band
 from ..policies.weights import Allocator, EqualWeight, estimate
-from .metrics import Metrics, compute
+from .metrics import PerformanceMetrics, compute
 from .prices import PriceTable, as_table, dates_between
 
 
@@ -58,7 +59,7 @@ class Run:
     costs: FloatArray
     skipped_by_gate: int
     skipped_by_throttle: int
-    metrics: Metrics
+    metrics: PerformanceMetrics
     regime_share: dict[str, float] = field(default_factory=dict)
     """For regime-driven triggers: the share of dates spent in each regime."""
 

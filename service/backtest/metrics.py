@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 
 from ..policies.calendar import DateArray
-from ..policies.errors import FloatArray
+from ..policies.inputs import FloatArray
 
 DAYS_PER_YEAR = 365.25
 
 
 @dataclass(frozen=True)
-class Metrics:
+class PerformanceMetrics:
+    """What a backtest run achieved: return, risk, turnover, rebalances and costs."""
+
     total_return: float
     cagr: float
     volatility: float
@@ -53,7 +55,7 @@ def compute(
     total_cost: float,
     periods_per_year: float = 252.0,
     risk_free: float = 0.0,
-) -> Metrics:
+) -> PerformanceMetrics:
     """The figures of one equity curve (its first point is the starting equity)."""
     years = years_between(dates)
     growth = float(equity[-1] / equity[0])
@@ -61,7 +63,7 @@ def compute(
     vol = float(returns.std(ddof=1)) * math.sqrt(periods_per_year) if returns.size > 1 else 0.0
     excess = float(returns.mean()) * periods_per_year - risk_free if returns.size else 0.0
     peak = np.maximum.accumulate(equity)
-    return Metrics(
+    return PerformanceMetrics(
         total_return=growth - 1.0,
         cagr=growth ** (1.0 / years) - 1.0 if years > 0 and growth > 0 else math.nan,
         volatility=vol,

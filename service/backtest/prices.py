@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..policies.calendar import DateArray, DateLike, as_dates
-from ..policies.errors import FloatArray, PolicyError
+from ..policies.errors import PolicyError
+from ..policies.inputs import FloatArray
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ may have moved.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from ..planner import (
     WorldChange,
 )
 from ..planner.bounds import check_plan
+from ..planner.ids import hex_id
 from ..planner.netting import TRADE
 from ..planner.plan import options_record
 from ..state.allocations import (
@@ -294,4 +294,4 @@ def affected_strategies(plan: Plan) -> dict[str, list[str]]:
 
 
 def _sha(data: Any) -> str:
-    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    return hex_id(orjson.dumps(data, option=orjson.OPT_SORT_KEYS))

@@ -20,7 +20,6 @@ Stale or missing marks never trigger: a world whose oldest snapshot is older tha
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import deque
 from collections.abc import Callable, Collection
@@ -31,6 +30,7 @@ import numpy as np
 
 from ..engine import RebalanceEngine
 from ..messages import AllocationTarget, PolicyRebalance
+from ..planner.ids import hex_id
 from ..policies.calendar import Cadence, period_numbers
 from ..policies.measure import WorldHoldings, holdings, label
 from ..policies.regimes import Regime, VolatilityRegimes
@@ -95,7 +95,7 @@ def event_id(rule: str, world_id: str, bucket: str) -> str:
     eid = f"policy:{rule}:{world_id}:{bucket}"
     if len(eid) <= 200:
         return eid
-    digest = hashlib.sha256(world_id.encode()).hexdigest()[:16]
+    digest = hex_id(world_id.encode(), 16)
     return f"policy:{rule}:{digest}:{bucket}"
 
 

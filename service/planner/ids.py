@@ -15,10 +15,15 @@ import xxhash
 HEX_CHARS = 32
 
 
+def hex_id(material: bytes, chars: int = HEX_CHARS) -> str:
+    """The first ``chars`` hex characters of the SHA-256 of ``material``: every derived id
+    (intents, slices, held records, requests, long policy event ids) is made here."""
+    return hashlib.sha256(material).hexdigest()[:chars]
+
+
 def intent_id(plan_id: str, world_id: str | None, venue: str | None, symbol: str, leg: str) -> str:
     """Hash of ``(plan_id, world_id, venue, symbol, leg)``; null and "" stay distinct."""
-    material = orjson.dumps(["intent/v1", plan_id, world_id, venue, symbol, leg])
-    return hashlib.sha256(material).hexdigest()[:HEX_CHARS]
+    return hex_id(orjson.dumps(["intent/v1", plan_id, world_id, venue, symbol, leg]))
 
 
 class PlanHasher:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .errors import PolicyError, covariance, finite_vector
+from .errors import PolicyError
+from .inputs import covariance, finite_vector
 
 
 @dataclass(frozen=True)

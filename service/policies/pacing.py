@@ -8,7 +8,6 @@ quantities in whole lots when a lot size is given, and both add up to exactly th
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -17,8 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from ..planner.ids import hex_id
 from ..planner.lots import is_whole_lots, lot_count, lot_fraction, lots_to_qty
-from .errors import FloatArray, PolicyError, finite_vector
+from .errors import PolicyError
+from .inputs import FloatArray, finite_vector
 
 
 def front_loaded(steps: int, ratio: float | None = None) -> FloatArray:
@@ -150,8 +151,7 @@ def slice_quantity(
 
 
 def _slice_id(parent: str, index: int) -> str:
-    material = orjson.dumps(["slice/v1", parent, index])
-    return hashlib.sha256(material).hexdigest()[:32]
+    return hex_id(orjson.dumps(["slice/v1", parent, index]))
 
 
 def slice_intent(

@@ -21,7 +21,8 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .calendar import Cadence, cadence, period_starts
-from .errors import FloatArray, PolicyError, finite_vector
+from .errors import PolicyError
+from .inputs import FloatArray, finite_vector
 from .triggers import BandMode, Market, Schedule
 
 REGIMES = ("low", "medium", "high", "extreme")

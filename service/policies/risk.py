@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .errors import FloatArray, PolicyError, covariance, finite_vector
+from .errors import PolicyError
+from .inputs import FloatArray, covariance, finite_vector
 from .weights import Allocator, estimate
 
 

@@ -19,7 +19,8 @@ import numpy.typing as npt
 
 from .calendar import BoolArray, Cadence, DateArray, DateLike, as_dates, cadence, period_starts
 from .calendar import period_numbers as _period_numbers
-from .errors import FloatArray, PolicyError, finite_vector
+from .errors import PolicyError
+from .inputs import FloatArray, finite_vector
 
 BandMode = Literal["absolute", "relative"]
 

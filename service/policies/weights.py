@@ -15,7 +15,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .errors import FloatArray, PolicyError, covariance, finite_matrix, finite_vector
+from .errors import PolicyError
+from .inputs import FloatArray, covariance, finite_matrix, finite_vector
 
 RISK_PARITY_TOLERANCE = 1e-8
 """Risk parity stops when every asset's share of risk is within this of its budget."""
