@@ -1,0 +1,115 @@
+"""The allocation consumer: each event of the allocation topic decided, carried out, committed.
+
+Per record, under the service's lock: decode, check the key, let the engine decide; input it
+refuses (or cannot decide: a poison message is our bug, never a stopped service) is
+dead-lettered; otherwise its work is carried out in the order of work; then the offset is
+committed. Only failures of the broker or of the service's own state stop the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from pydantic import ValidationError
+
+from service.engine import RebalanceEngine
+from service.errors import InputError, describe
+from service.messages import topic_event_adapter
+from service.metrics import Metrics
+
+from .dead_letters import DeadLetters
+from .worker import LoopControls, Worker
+
+log = logging.getLogger("rebalancer")
+
+
+def check_key(key: bytes | None, portfolio_id: str) -> None:
+    """An allocation event's Kafka key must be its portfolio: consumption follows the key and
+    ownership the portfolio, so a mismatch would let two instances write one portfolio."""
+    if key != portfolio_id.encode():
+        shown = "no key" if key is None else f"key {key.decode(errors='replace')!r}"
+        raise InputError(
+            f"portfolio_id: the record has {shown}, but allocation events must be keyed by "
+            f"their portfolio_id {portfolio_id!r}"
+        )
+
+
+class AllocationConsumer:
+    """Consumes the allocation topic as a member of the service's consumer group."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        worker: Worker,
+        dead_letters: DeadLetters,
+        controls: LoopControls,
+    ) -> None:
+        self.consumer = consumer
+        self.worker = worker
+        self.engine: RebalanceEngine = worker.engine
+        self.metrics: Metrics = worker.metrics
+        self.dead_letters = dead_letters
+        self.lock = controls.lock
+        self.stopping = controls.stopping
+        self.clock = controls.clock
+
+    async def run(self) -> None:
+        """Until ``stopping``: every record decided, carried out and committed, in order."""
+        while not self.stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=200)
+            for tp, records in batch.items():
+                for record in records:
+                    if self.stopping.is_set():
+                        return
+                    async with self.lock:
+                        if self.worker.ownership.needs_sync:
+                            await self.worker.sync()
+                        await self.handle(record)
+                        await self.worker.unit.commit(self.consumer, tp, record.offset)
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Decide one event and carry out what the engine says (or dead-letter it)."""
+        started = time.perf_counter()
+        metrics = self.metrics
+        metrics.events_consumed.inc()
+        try:
+            if record.value is None:
+                raise InputError("allocation event is empty (null value)")
+            event = topic_event_adapter.validate_json(record.value)
+            check_key(record.key, event.portfolio_id)
+            work = self.engine.on_event(event, self.clock())
+        except ValidationError as exc:
+            await self.dead_letters.publish([(record, exc, describe(exc))])
+            return
+        except InputError as exc:
+            await self.dead_letters.publish([(record, exc, str(exc))])
+            return
+        except Exception as exc:  # a poison message: our bug, but never a stopped service
+            log.exception(
+                "deciding %s[%d]@%d failed", record.topic, record.partition, record.offset
+            )
+            reason = f"the service could not decide it: {exc!r}"
+            await self.dead_letters.publish([(record, exc, reason)])
+            return
+        if work.duplicate:
+            metrics.events_duplicate.inc()
+            return
+        if work.superseded:
+            metrics.policy_superseded.inc()
+            log.info("policy event %s measured before its world's latest plan", event.event_id)
+        if work.before_mismatches:
+            metrics.before_mismatch.inc(work.before_mismatches)
+            log.warning(
+                "event %s: before allocation differs from the service's state; "
+                "planned from the state",
+                event.event_id,
+            )
+        await self.worker.carry_out(work)
+        if work.held_worlds:
+            # one count per event, labelled with all its reasons (as its held record says)
+            metrics.events_held.labels(", ".join(work.held_reasons)).inc()
+        if work.plan is not None:
+            metrics.events_planned.inc()
+        metrics.plan_latency.observe(time.perf_counter() - started)
