@@ -570,7 +570,7 @@ class Driver:
         carry_out(self.state, work)
 
     def release(self, now: int) -> None:
-        for work in self.engine.releasable(now, None):
+        for work in self.engine.released_work(now, None):
             self.outcomes["released" if work.plan else "release other"] += 1
             check_work(work)
             carry_out(self.state, work)
