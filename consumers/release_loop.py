@@ -43,6 +43,7 @@ class ReleaseLoop:
         *,
         wake: asyncio.Event,
         interval_ms: int,
+        gauges: Gauges,
     ) -> None:
         self.worker = worker
         self.engine = worker.engine
@@ -56,7 +57,7 @@ class ReleaseLoop:
         self.clock = controls.clock
         self._next_warm = 0.0
         self._refused: set[str] = set()
-        self.gauges: Gauges | None = None
+        self.gauges = gauges
 
     async def run(self) -> None:
         while not self.stopping.is_set():
@@ -70,8 +71,7 @@ class ReleaseLoop:
                 await self.dead_letters.flush_snapshots()
                 self._warm_tables()
                 await self._release()
-                if self.gauges is not None:
-                    await self.gauges.update()
+                await self.gauges.update()
 
     async def _release(self) -> None:
         metrics = self.metrics

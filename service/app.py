@@ -216,6 +216,7 @@ class RebalancerApp:
         allocations = AllocationConsumer(
             self.consumer, self.worker, self.dead_letters, self.controls
         )
+        readers = (self.snapshot_reader, self.changelog_reader)
         release = ReleaseLoop(
             self.worker,
             self.dead_letters,
@@ -223,9 +224,8 @@ class RebalancerApp:
             self.controls,
             wake=self.wake,
             interval_ms=settings.release_check_interval_ms,
+            gauges=Gauges(self.metrics, self.worker, self.snapshots, self.consumer, readers),
         )
-        readers = (self.snapshot_reader, self.changelog_reader)
-        release.gauges = Gauges(self.metrics, self.worker, self.snapshots, self.consumer, readers)
         freeze_startup_heap()
         self.ready = True
         self.metrics.ready.set(1)

@@ -10,21 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from ..planner.positions import PositionLike
 
-class HeldPosition(Protocol):
-    """One position row of a snapshot."""
-
-    @property
-    def venue(self) -> str | None: ...
-
-    @property
-    def symbol(self) -> str: ...
-
-    @property
-    def qty(self) -> float: ...
-
-    @property
-    def mark(self) -> float | None: ...
+HeldPosition = PositionLike
+"""One position row of a snapshot: the planner's ``PositionLike``, the same shape."""
 
 
 class HeldSnapshot(Protocol):
