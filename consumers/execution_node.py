@@ -12,6 +12,9 @@ change and on a heartbeat, with ``converged_plan_id`` once every key of a plan, 
 venue, has reached its target. Offsets are committed only past intents that are finished
 (reached, superseded, expired), so a restart re-reads what was in hand and, ordering by the
 residual, trades nothing twice.
+
+The node is the Kafka half (this module); ``OrderDesk`` is the trading half (orders and
+fills at the venue); the decisions of both are pure functions of ``service.execution``.
 """
 
 from __future__ import annotations
@@ -22,49 +25,39 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from service.execution import (
-    GiveUp,
     HeldPosition,
-    KeyId,
     Ledger,
     Offer,
-    Place,
     Plans,
-    Reached,
     TargetBook,
     Unattributed,
     adopt,
-    due_leg,
-    expire,
-    next_step,
     reconcile,
-    weights,
 )
 from service.execution.ledger import Owner
+from service.execution.outgoing import next_as_of, node_snapshot
+from service.execution.pending import PendingIntents
 from service.messages import DeltaIntent
 from service.state.snapshots import SnapshotTable
 
+from .order_desk import NodeStats, OrderDesk, Touched, account_of
 from .reader import TopicReader
-from .venues.base import Order, OrderStatus, OrderUpdate, Venue
+from .venues.base import Venue
 
 log = logging.getLogger("rebalancer.execution")
 
-SHARED_ACCOUNT = "shared"
-"""The venue account of shared-account mode (intents without a world)."""
+__all__ = ["ExecutionNode", "NodeOptions", "NodeStats"]
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def account_of(world_id: str | None) -> str:
-    return SHARED_ACCOUNT if world_id is None else world_id
 
 
 @dataclass
@@ -83,23 +76,9 @@ class NodeOptions:
     (Kafka's default is 10 s; 6 s is the broker-side minimum by default)."""
 
 
-@dataclass
-class NodeStats:
-    """Counts, for logs, tests and the operator."""
-
-    intents: dict[str, int] = field(default_factory=dict)
-    invalid_intents: int = 0
-    orders: int = 0
-    fills: int = 0
-    rejections: int = 0
-    given_up: int = 0
-    expired_unfinished: int = 0
-    snapshots_published: int = 0
-    unattributed: int = 0
-
-
 class ExecutionNode:
-    """One venue's execution node."""
+    """One venue's execution node: the Kafka half (intents in, snapshots out) around an
+    ``OrderDesk`` (the trading half)."""
 
     def __init__(
         self,
@@ -123,18 +102,25 @@ class ExecutionNode:
         self.ledger = Ledger()
         self.table = SnapshotTable()
         self.stats = NodeStats()
-        self.session = uuid.uuid4().hex[:8]
         self.wake = asyncio.Event()
         self.ready = False
-        self._open: dict[KeyId, Order] = {}
-        self._order_intent: dict[str, DeltaIntent] = {}
-        self._attempts: dict[str, int] = {}
+        self.plans = Plans(venue.name, options.convergence_tolerance)
+        self.unattributed = Unattributed()
+        self.desk = OrderDesk(
+            venue,
+            book=self.book,
+            ledger=self.ledger,
+            plans=self.plans,
+            unattributed=self.unattributed,
+            stats=self.stats,
+            session=uuid.uuid4().hex[:8],
+            max_retries=options.max_retries,
+            clock=clock,
+        )
         self._dirty: set[Owner] = set()
         self._owners: set[Owner] = set()
-        self.plans = Plans(venue.name, options.convergence_tolerance)
         self._last_as_of: dict[Owner, int] = {}
-        self.unattributed = Unattributed()
-        self._offsets: dict[TopicPartition, dict[int, DeltaIntent]] = {}
+        self._pending = PendingIntents()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -154,9 +140,7 @@ class ExecutionNode:
             self.on_restored(self.table)
         self._seed_ledger()
         await self._reconcile()
-        for order, _filled in await self.venue.open_orders():
-            key = (_world_of(order.account), self.venue.name, order.symbol)
-            self._open[key] = order
+        await self.desk.adopt_open_orders()
         self.reader.follow()
         self.consumer = AIOKafkaConsumer(
             self.intents_topic,
@@ -263,18 +247,19 @@ class ExecutionNode:
         if result in (Offer.ACCEPTED, Offer.SUPERSEDED):
             self.plans.record(intent)
             if intent.venue == self.venue.name:
-                self._offsets.setdefault(tp, {})[record.offset] = intent
+                self._pending.add(tp, record.offset, intent)
 
     async def _commit(self) -> None:
         """Commit each partition up to its oldest intent still in hand."""
         now = self.clock()
+
+        def finished(intent: DeltaIntent) -> bool:
+            return self.book.finished(intent, now)
+
         offsets = {}
         for tp in self.consumer.assignment():
             position = await self.consumer.position(tp)
-            pending = self._offsets.get(tp, {})
-            for offset in [o for o, i in pending.items() if self.book.finished(i, now)]:
-                del pending[offset]
-            offsets[tp] = min(pending) if pending else position
+            offsets[tp] = self._pending.commit_offset(tp, position, finished)
         if offsets:
             with contextlib.suppress(Exception):
                 await self.consumer.commit(offsets)
@@ -287,107 +272,23 @@ class ExecutionNode:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=interval)
             self.wake.clear()
-            await self._step()
+            self._absorb(await self.desk.step())
             if self._dirty:
                 dirty, self._dirty = self._dirty, set()
                 await self._publish(dirty)
-
-    async def _step(self) -> None:
-        """Place the next order of every key that has none open."""
-        now = self.clock()
-        name = self.venue.name
-        positions: dict[str, dict[str, float]] = {}
-        for key, target in list(self.book.keys.items()):
-            world_id, venue, symbol = key
-            if venue != name or key in self._open:
-                continue
-            due = due_leg(target, now)
-            if due is None:
-                continue
-            leg = due.leg
-            if due.expired:
-                expire(target)
-                self.stats.expired_unfinished += 1
-                log.warning("plan %s expired before %s %s was reached", leg.plan_id, name, symbol)
-                continue
-            account = account_of(world_id)
-            if account not in positions:
-                positions[account] = await self.venue.positions(account)
-            self._dirty.update(self.unattributed.claim(self.ledger, name, account, leg))
-            step = next_step(
-                leg,
-                position=positions[account].get(symbol, 0.0),
-                rules=self.venue.rules(symbol),
-                attempts=self._attempts.get(leg.intent_id, 0),
-                max_retries=self.options.max_retries,
-            )
-            if isinstance(step, Reached):
-                target.reached.add(leg.intent_id)
-                self._touch(leg)
-                self.wake.set()  # the next leg (open after close) can start now
-                continue
-            if isinstance(step, GiveUp):
-                target.reached.add(leg.intent_id)
-                self.stats.given_up += 1
-                log.error("giving up %s after %d rejected orders", leg.intent_id, step.attempts)
-                continue
-            await self._place(key, leg, account, step)
-
-    async def _place(self, key: KeyId, leg: DeltaIntent, account: str, step: Place) -> None:
-        """Send ``step``'s order for ``leg``; the key has it open until it is final."""
-        self._attempts[leg.intent_id] = step.attempt + 1
-        order = Order(
-            order_id=f"{leg.intent_id}:{self.session}:{step.attempt}",
-            account=account,
-            symbol=leg.symbol,
-            qty=step.request.qty,
-            reduce_only=step.request.reduce_only,
-            price=leg.mark,
-        )
-        self._open[key] = order
-        self._order_intent[order.order_id] = leg
-        self.stats.orders += 1
-        await self.venue.place(order)
 
     async def _updates(self) -> None:
         queue = self.venue.updates()
         while not self._stopping.is_set():
             update = await queue.get()
-            self._on_update(update)
+            self._absorb(self.desk.on_update(update))
             self.wake.set()
 
-    def _on_update(self, update: OrderUpdate) -> None:
-        order = update.order
-        key: KeyId = (_world_of(order.account), self.venue.name, order.symbol)
-        leg = self._order_intent.get(order.order_id)
-        if update.fill_qty:
-            self.stats.fills += 1
-            instrument = (self.venue.name, order.symbol)
-            if update.price is not None:
-                self.ledger.marks[instrument] = update.price
-            if leg is None:  # an order from before a restart: its key's current plan owns it
-                target = self.book.keys.get(key)
-                leg = target.final if target is not None else None
-            if leg is None:
-                self.unattributed.add(order.account, order.symbol, update.fill_qty)
-            else:
-                shares = weights(leg.world_id, leg.strategy_breakdown)
-                self._dirty.update(self.ledger.attribute(instrument, update.fill_qty, shares))
-                self._owners.update(shares)
-        if update.final:
-            if self._open.get(key) == order:
-                del self._open[key]
-            if update.status is OrderStatus.REJECTED:
-                self.stats.rejections += 1
-                log.info("order %s rejected: %s", order.order_id, update.reason)
-            if leg is not None:
-                self._touch(leg)
-
-    def _touch(self, leg: DeltaIntent) -> None:
-        """Owners of ``leg``'s plan need a snapshot: progress or convergence to report."""
-        owners = self.plans.owners(leg.plan_id)
-        self._dirty.update(owners)
-        self._owners.update(owners)
+    def _absorb(self, touched: Touched) -> None:
+        self._dirty |= touched.publish
+        self._owners |= touched.follow
+        if touched.again:
+            self.wake.set()
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -403,43 +304,19 @@ class ExecutionNode:
         return self.plans.converged_for(owner, self.book, self._positions_in, reported)
 
     async def _publish(self, owners: set[Owner]) -> None:
-        """Publish the snapshots of ``owners``: this venue's rows from the ledger, other
-        venues' rows as the topic last had them."""
+        """Publish the snapshots of ``owners`` (``outgoing.node_snapshot``)."""
         if not owners:
             return
-        name = self.venue.name
         now = self.clock()
         futures = []
         for owner in sorted(owners):
-            world_id, strategy_id = owner
-            rows = []
-            held = self.table.get(world_id, strategy_id)
-            if held is not None:
-                rows = [
-                    {"symbol": p.symbol, "venue": p.venue, "qty": p.qty, "mark": p.mark}
-                    for p in held.positions()
-                    if p.venue != name
-                ]
-            for (venue, symbol), qty in sorted(self.ledger.holdings.get(owner, {}).items()):
-                if qty != 0:
-                    rows.append(
-                        {
-                            "symbol": symbol,
-                            "venue": venue,
-                            "qty": qty,
-                            "mark": self.ledger.marks.get((venue, symbol)),
-                        }
-                    )
-            as_of = max(now, self._last_as_of.get(owner, 0) + 1, (held.as_of + 1) if held else 0)
+            held = self.table.get(*owner)
+            as_of = next_as_of(now, self._last_as_of.get(owner, 0), held)
             self._last_as_of[owner] = as_of
-            snapshot = {
-                "world_id": world_id,
-                "strategy_id": strategy_id,
-                "as_of": as_of,
-                "positions": rows,
-                "converged_plan_id": self._converged_for(owner),
-            }
-            key = f"{world_id}|{strategy_id}".encode()
+            snapshot = node_snapshot(
+                owner, held, self.ledger, self.venue.name, as_of, self._converged_for(owner)
+            )
+            key = f"{owner[0]}|{owner[1]}".encode()
             futures.append(
                 await self.producer.send(self.snapshots_topic, orjson.dumps(snapshot), key=key)
             )
@@ -450,11 +327,4 @@ class ExecutionNode:
         while not self._stopping.is_set():
             await asyncio.sleep(self.options.heartbeat_ms / 1000)
             await self._publish(set(self._owners))
-            self._prune()
-
-    def _prune(self) -> None:
-        self.plans.prune(self.book, self.clock())
-
-
-def _world_of(account: str) -> str | None:
-    return None if account == SHARED_ACCOUNT else account
+            self.plans.prune(self.book, self.clock())
