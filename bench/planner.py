@@ -181,11 +181,15 @@ def bench_cli(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
+    parser.add_argument(
+        "--only", choices=["core", "materialise", "cli"], help="one section (for A/B runs)"
+    )
     args = parser.parse_args()
     print(f"Python {platform.python_version()}, {platform.machine()}, {sys.platform}\n")
-    bench_core(args.quick)
-    bench_materialise(args.quick)
-    bench_cli(args.quick)
+    sections = {"core": bench_core, "materialise": bench_materialise, "cli": bench_cli}
+    for name, run in sections.items():
+        if args.only in (None, name):
+            run(args.quick)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ across crashes, and read its ``Outcome`` to report it.
 - ``engine``: ``RebalanceEngine``, the face composing them.
 """
 
-from ..planner.plan import intents_from_record
+from ..planner.intents import intents_from_record
 from ..state.allocations import HoldReason
 from .effects import affected_strategies
 from .engine import RebalanceEngine

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from ..planner import Plan
-from ..planner.plan import intents_from_record
+from ..planner.intents import intents_from_record
 from ..state.allocations import HoldReason, Record
 
 Json = dict[str, Any]

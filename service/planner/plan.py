@@ -3,20 +3,22 @@
 The planner's arithmetic stays in arrays; only here, once, do keys become dicts: the plan record
 (everything, dropped keys included) and the delta intents (what execution nodes act on). The
 dicts follow ``service.messages`` field for field (a test validates them against the models).
+Each key's strategy breakdown is built in ``breakdown``, its legs in ``legs``, and the intents
+from the record in ``intents``.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
-from .ids import intent_id
+from .breakdown import EMPTY_LIST, breakdown_dicts, breakdown_fragments
+from .intents import intents_from_record
+from .legs import key_legs
 from .netting import REASONS, TRADE, NettedKeys
 
 if TYPE_CHECKING:
@@ -29,16 +31,6 @@ Json = dict[str, Any]
 def _nullable(values: npt.NDArray[np.float64]) -> list[float | None]:
     """The values as a list, NaN as None."""
     return [None if x != x else x for x in values.tolist()]
-
-
-_EMPTY_LIST = orjson.Fragment(b"[]")
-
-LAYOUTS_KEPT = 8
-"""Breakdown layouts kept per position table (one per set of worlds planned together)."""
-
-
-def _money(x: float) -> float:
-    return round(x, 8) + 0.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ class _Materialiser:
         global_dropped: list[Json] = []
         if plan.global_is_per_world:
             global_deltas = [
-                {**d, "legs": [], "strategy_breakdown": _EMPTY_LIST if self.wire else []}
+                {**d, "legs": [], "strategy_breakdown": EMPTY_LIST if self.wire else []}
                 for world in per_world.values()
                 for d in world["deltas"]
             ]
@@ -173,94 +165,6 @@ class _Materialiser:
         except ValueError:
             return None
 
-    def _breakdown_json(
-        self, view: NettedKeys, lo: int, hi: int, *, with_world: bool
-    ) -> list[orjson.Fragment]:
-        """``_breakdown`` as JSON fragments, built without a Python step per entry.
-
-        A key's breakdown is its entries' heads (``[{"strategy_id":"s1","delta_qty":`` or
-        ``},{...``) with the numbers between them. The heads depend only on which strategies
-        meet on which key, the same plan after plan on one position table, so they are laid
-        out once (``_layout``); a plan writes all its numbers with one ``orjson.dumps`` of the
-        array, drops them into the layout and joins each key's slice.
-        """
-        start = np.searchsorted(view.pair_key, np.arange(lo, hi + 1))
-        first, last = int(start[0]), int(start[-1])
-        if first == last:
-            return [_EMPTY_LIST] * (hi - lo)
-        parts, spans = self._layout(view.pair_strategy[first:last], start - first, with_world)
-        parts = parts.copy()
-        numbers = orjson.dumps(view.pair_delta[first:last], option=orjson.OPT_SERIALIZE_NUMPY)
-        parts[1::2] = numbers[1:-1].split(b",")
-        join = b"".join
-        return [
-            orjson.Fragment(join(parts[a:b]) + b"}]") if b > a else _EMPTY_LIST for a, b in spans
-        ]
-
-    def _layout(
-        self, strategy: npt.NDArray[np.int64], bounds: npt.NDArray[np.int64], with_world: bool
-    ) -> tuple[list[bytes], list[tuple[int, int]]]:
-        """The breakdown entries' heads at even places, room for their numbers at odd ones,
-        and each key's ``[a, b)`` in that list; kept on the table per distinct layout."""
-        layouts: dict[Any, tuple[list[bytes], list[tuple[int, int]]]] = self.table.memo.setdefault(
-            "breakdown layouts", {}
-        )
-        memo_key = (with_world, bounds.tobytes(), strategy.tobytes())
-        found = layouts.get(memo_key)
-        if found is None:
-            heads = self._heads(with_world)
-            opens = np.zeros(strategy.shape[0], np.int64)
-            edges = bounds.tolist()
-            opens[[b for b in edges[:-1] if b < strategy.shape[0]]] = 1  # a key's first entry
-            parts: list[bytes] = [b""] * (2 * strategy.shape[0])
-            parts[0::2] = map(heads.__getitem__, (strategy * 2 + opens).tolist())
-            spans = [(2 * a, 2 * b) for a, b in itertools.pairwise(edges)]
-            if len(layouts) >= LAYOUTS_KEPT:
-                layouts.clear()
-            found = layouts[memo_key] = (parts, spans)
-        return found
-
-    def _heads(self, with_world: bool) -> list[bytes]:
-        """Per strategy code ``c``, a breakdown entry's start: at ``2c`` after another entry
-        of its key, at ``2c + 1`` as the key's first. Made once per position table."""
-        memo = self.table.memo
-        found: list[bytes] | None = memo.get(f"breakdown heads {with_world}")
-        if found is None:
-            found = []
-            for world_id, strategy_id in self.table.strategies:
-                head = b'{"world_id":' + orjson.dumps(world_id) + b"," if with_world else b"{"
-                head += b'"strategy_id":' + orjson.dumps(strategy_id) + b',"delta_qty":'
-                found += (b"}," + head, b"[" + head)
-            memo[f"breakdown heads {with_world}"] = found
-        return found
-
-    def _breakdown(
-        self, view: NettedKeys, lo: int, hi: int, *, with_world: bool
-    ) -> list[list[Json]]:
-        """Per key in ``[lo, hi)``, the strategies' own deltas on it."""
-        start = np.searchsorted(view.pair_key, np.arange(lo, hi + 1))
-        strategies = self.table.strategies
-        codes = view.pair_strategy.tolist()
-        deltas = view.pair_delta.tolist()
-        out: list[list[Json]] = []
-        for a, b in zip(start[:-1].tolist(), start[1:].tolist(), strict=True):
-            if with_world:
-                items = [
-                    {
-                        "world_id": strategies[codes[j]][0],
-                        "strategy_id": strategies[codes[j]][1],
-                        "delta_qty": deltas[j],
-                    }
-                    for j in range(a, b)
-                ]
-            else:  # keys of one world: the world is the key's, not repeated per strategy
-                items = [
-                    {"strategy_id": strategies[codes[j]][1], "delta_qty": deltas[j]}
-                    for j in range(a, b)
-                ]
-            out.append(items)
-        return out
-
     def _keys(
         self, view: NettedKeys, lo: int, hi: int, *, world_id: str | None, emit: bool
     ) -> tuple[list[Json], list[Json]]:
@@ -282,8 +186,9 @@ class _Materialiser:
         status = view.status[part].tolist()
         flip = view.flip[part].tolist()
         reduce_only = view.reduce_only[part].tolist()
-        make_breakdown = self._breakdown_json if self.wire else self._breakdown
-        breakdown: list[Any] = make_breakdown(view, lo, hi, with_world=world_id is None)
+        plan_id = self.plan.plan_id
+        make_breakdown = breakdown_fragments if self.wire else breakdown_dicts
+        breakdown: list[Any] = make_breakdown(table, view, lo, hi, with_world=world_id is None)
         deltas: list[Json] = []
         dropped: list[Json] = []
         for i, code in enumerate(pair):
@@ -303,14 +208,15 @@ class _Materialiser:
                 )
                 continue
             legs = (
-                self._legs(
+                key_legs(
+                    plan_id,
                     world_id,
                     venue,
                     symbol,
                     current[i],
                     target[i],
                     delta[i],
-                    flip=flip[i],
+                    split_flip=flip[i] and venue not in self.direct_flip,
                     reduce_only=reduce_only[i],
                 )
                 if emit
@@ -336,54 +242,6 @@ class _Materialiser:
                 self.intent_ids += [leg["intent_id"] for leg in legs]
         return deltas, dropped
 
-    def _legs(
-        self,
-        world_id: str | None,
-        venue: str | None,
-        symbol: str,
-        current: float,
-        target: float,
-        delta: float,
-        *,
-        flip: bool,
-        reduce_only: bool,
-    ) -> list[Json]:
-        plan_id = self.plan.plan_id
-        if flip and venue not in self.direct_flip:
-            close_id = intent_id(plan_id, world_id, venue, symbol, "close")
-            return [
-                {
-                    "intent_id": close_id,
-                    "leg": "close",
-                    "current_qty": current,
-                    "target_qty": 0.0,
-                    "delta_qty": -current,
-                    "reduce_only": True,
-                    "depends_on": None,
-                },
-                {
-                    "intent_id": intent_id(plan_id, world_id, venue, symbol, "open"),
-                    "leg": "open",
-                    "current_qty": 0.0,
-                    "target_qty": target,
-                    "delta_qty": target,
-                    "reduce_only": False,
-                    "depends_on": close_id,
-                },
-            ]
-        leg = "close" if target == 0 else "adjust"
-        return [
-            {
-                "intent_id": intent_id(plan_id, world_id, venue, symbol, leg),
-                "leg": leg,
-                "current_qty": current,
-                "target_qty": target,
-                "delta_qty": delta,
-                "reduce_only": reduce_only,
-                "depends_on": None,
-            }
-        ]
-
 
 def options_record(planner: str, options: PlannerOptions) -> Json:
     """The ``options`` block of a plan record (``messages.PlanOptions``)."""
@@ -395,59 +253,3 @@ def options_record(planner: str, options: PlannerOptions) -> Json:
         "min_trade_notional": options.min_trade_notional,
         "qty_decimals": options.qty_decimals,
     }
-
-
-def key_intents(header: Json, world_id: str | None, key: Json, legs: list[Json]) -> list[Json]:
-    """The intents of one traded key, one per leg (``messages.DeltaIntent`` as dicts).
-
-    ``header`` has the plan's ``plan_id``, ``event_id``, ``portfolio_id``, ``created_at`` and
-    ``expires_at``; ``key`` is the key's entry of the plan record (venue, symbol, mark,
-    notional, breakdown). Used by the planner and to rebuild intents from a record.
-    """
-    out = []
-    for leg in legs:
-        notional = (
-            key["notional"] if len(legs) == 1 else _money(abs(leg["delta_qty"]) * key["mark"])
-        )
-        out.append(
-            {
-                "schema_version": 1,
-                "intent_id": leg["intent_id"],
-                "plan_id": header["plan_id"],
-                "event_id": header["event_id"],
-                "portfolio_id": header["portfolio_id"],
-                "world_id": world_id,
-                "venue": key["venue"],
-                "symbol": key["symbol"],
-                "current_qty": leg["current_qty"],
-                "target_qty": leg["target_qty"],
-                "delta_qty": leg["delta_qty"],
-                "mark": key["mark"],
-                "notional": notional,
-                "reduce_only": leg["reduce_only"],
-                "leg": leg["leg"],
-                "depends_on": leg["depends_on"],
-                "strategy_breakdown": key["strategy_breakdown"],
-                "created_at": header["created_at"],
-                "expires_at": header["expires_at"],
-            }
-        )
-    return out
-
-
-def intents_from_record(record: Json) -> list[Json]:
-    """The delta intents a plan record describes, in order: per world (or, in a shared
-    account, the global view), per traded key, per leg. A plan's intents are made this way
-    when it is planned and when it is resumed from its write-ahead, so both are the same."""
-    shared = record["options"]["execution_mode"] == "shared_account"
-    views: list[tuple[str | None, list[Json]]] = (
-        [(None, record["global_deltas"])]
-        if shared
-        else [(w, p["deltas"]) for w, p in record["per_world"].items()]
-    )
-    return [
-        intent
-        for world_id, deltas in views
-        for d in deltas
-        for intent in key_intents(record, world_id, d, d["legs"])
-    ]
