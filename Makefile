@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not broker"
+	HYPOTHESIS_PROFILE=quick $(BIN)/python -m pytest -m "not broker"
 
 lint: $(STAMP)
 	$(BIN)/ruff check service consumers tests bench

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import tests.examples  # noqa: F401  (loads the hypothesis profile before any test module)
 from tests.helpers import Row
 from tests.kafka_support import broker
 

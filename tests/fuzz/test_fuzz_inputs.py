@@ -51,6 +51,7 @@ from service.request import parse_request
 from service.state.allocations import AllocationState
 from service.state.snapshots import SnapshotTable
 from service.state.stored_snapshot import StoredSnapshot, decode_snapshot_record, tombstone_key
+from tests.examples import examples
 from tests.fuzz.fuzz_messages import ID_FIELDS as INPUT_ID_FIELDS
 from tests.fuzz.fuzz_messages import MIN_PRICE, Hostile, hostile_corpus, labelled
 
@@ -228,7 +229,7 @@ def decode_allocation(h: Hostile) -> Any | None:
     return event
 
 
-@settings(FUZZ, max_examples=1500)
+@settings(FUZZ, max_examples=examples(1500))
 @given(h=labelled("allocations"))
 def test_allocation_topic_decoding(h: Hostile) -> None:
     _show(h)
@@ -305,7 +306,7 @@ def check_snapshot_record(h: Hostile) -> bool:
     return matches
 
 
-@settings(FUZZ, max_examples=1500)
+@settings(FUZZ, max_examples=examples(1500))
 @given(h=labelled("snapshots"))
 def test_snapshot_topic_decoding(h: Hostile) -> None:
     _show(h)
@@ -359,7 +360,7 @@ def check_request(h: Hostile) -> bool:
     return True
 
 
-@settings(FUZZ, max_examples=800)
+@settings(FUZZ, max_examples=examples(800))
 @given(h=labelled("requests"))
 def test_plan_request_parsing(h: Hostile) -> None:
     _show(h)
@@ -444,7 +445,7 @@ def check_plan_output(stdout: bytes, lines: bool) -> None:
         assert not found, f"plan output with null or non-finite numbers: {found[:5]}"
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 @given(
     requests=st.lists(labelled("requests", 40), min_size=1, max_size=3),
     mode=st.sampled_from(["json", "json", "jsonl", "text"]),
@@ -598,7 +599,7 @@ def engine_options(draw: st.DrawFn) -> EngineOptions:
     )
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(
     options=engine_options(),
     first=st.lists(labelled("snapshots", 80), max_size=8),

@@ -30,9 +30,10 @@ from service.planner.lots import (
 )
 from service.policies import pace_quantity, slice_quantity
 from service.policies.errors import PolicyError
+from tests.examples import examples
 from tests.helpers import plan_rows, world_deltas
 
-SETTINGS = settings(max_examples=600, deadline=None)
+SETTINGS = settings(max_examples=examples(600), deadline=None)
 
 LOTS = [1.0, 0.1, 0.001, 0.25, 1e-8, 5.0, 0.01, 0.5]
 
@@ -167,7 +168,7 @@ def test_whole_lots_as_exact_decimals_round_to_themselves_in_bulk() -> None:
 
 
 @given(st.lists(quantities(), min_size=1, max_size=40))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 def test_vectorised_form_agrees_with_the_scalar_form_on_mixed_arrays(
     cases: list[tuple[float, float]],
 ) -> None:

@@ -29,6 +29,7 @@ from service.planner import (
     WorldChange,
 )
 from service.planner.plan import intents_from_record
+from tests.examples import examples
 
 Row = tuple[str, str, str | None, str, float, float | None, int]
 Json = dict[str, Any]
@@ -47,7 +48,7 @@ REL = 1e-9
 ABS = 1e-9
 
 SETTINGS = settings(
-    max_examples=120,
+    max_examples=examples(120),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -21,6 +21,7 @@ from service.planner import (
     WorldChange,
     WorldTargets,
 )
+from tests.examples import examples
 from tests.helpers import Row, world_deltas, world_dropped
 
 
@@ -209,7 +210,7 @@ weights_strategy = st.dictionaries(
     equity=st.just(0.0) | st.floats(1.0, 1e6),
     min_notional=st.sampled_from([0.0, 10.0, 1_000.0]),
 )
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_targets_lots_and_reduce_only_hold_on_random_portfolios(
     held: list[tuple[str, str, float]],
     weights: dict[str, float],

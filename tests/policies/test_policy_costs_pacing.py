@@ -24,9 +24,10 @@ from service.policies import (
     slice_quantity,
     tracking_error,
 )
+from tests.examples import examples
 from tests.helpers import plan_rows
 
-SETTINGS = settings(max_examples=200, deadline=None)
+SETTINGS = settings(max_examples=examples(200), deadline=None)
 LOTS = (0.001, 0.01, 0.1, 0.25, 1.0, 5.0)
 
 

@@ -28,8 +28,9 @@ from service.policies import (
     risk_parity_weights,
     volatility_target,
 )
+from tests.examples import examples
 
-SETTINGS = settings(max_examples=150, deadline=None)
+SETTINGS = settings(max_examples=examples(150), deadline=None)
 
 
 def random_cov(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from service.messages import PositionSnapshot
 from service.planner import PositionTable
 from service.state.snapshots import TABLES_KEPT, SnapshotTable
+from tests.examples import examples
 
 
 class Record(NamedTuple):
@@ -81,7 +82,7 @@ operation = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(operation, max_size=30))
 def test_a_kept_table_is_always_the_table_of_the_snapshots_held_now(ops: list[Any]) -> None:
     table = SnapshotTable()

@@ -27,6 +27,7 @@ from service.state.stored_snapshot import (
     fast_decode,
     tombstone_key,
 )
+from tests.examples import examples
 
 # names: mostly plain, sometimes empty, too long, with '|', control characters or non-ASCII
 plain = st.text(alphabet="abcXYZ019_-.:", min_size=1, max_size=8)
@@ -201,7 +202,7 @@ def header(s: Any) -> tuple[Any, ...]:
     return (s.world_id, s.strategy_id, s.as_of, s.seq, s.converged_plan_id)
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(3000), suppress_health_check=[HealthCheck.too_slow])
 @given(snapshot_bytes())
 @example(
     b'{"world_id":"w","strategy_id":"s","as_of":1,"positions":{"BTC":{"qty":1,"symbol":null}}}'
