@@ -1,7 +1,6 @@
 """The reference execution node (SPEC 5): intents in, orders to one venue, snapshots out.
 
-Start-up: read the snapshot topic to the high watermark (who holds what, per strategy, at
-every venue), take this venue's rows as the ledger, compare with what the venue holds, then
+Start-up: read the snapshot topic to its end (who holds what, per strategy, at every venue), take this venue's rows as the ledger, compare with what the venue holds, then
 join the node's consumer group on the intent topic.
 
 Per key of this venue the node follows the newest plan's target (``TargetBook``) and orders
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from service.execution import (
@@ -47,6 +46,7 @@ from service.execution.pending import PendingIntents
 from service.messages import DeltaIntent
 from service.state.snapshots import SnapshotTable
 
+from .clients import KafkaClients, clients_of
 from .order_desk import NodeStats, OrderDesk, Touched, account_of
 from .reader import TopicReader
 from .venues.base import Venue
@@ -82,7 +82,7 @@ class ExecutionNode:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        servers: str | KafkaClients,
         *,
         snapshots_topic: str,
         intents_topic: str,
@@ -91,7 +91,7 @@ class ExecutionNode:
         clock: Callable[[], int] = now_ms,
         on_restored: Callable[[SnapshotTable], None] | None = None,
     ) -> None:
-        self.servers = bootstrap_servers
+        self.clients = clients_of(servers, client_id="execution")
         self.snapshots_topic = snapshots_topic
         self.intents_topic = intents_topic
         self.venue = venue
@@ -127,12 +127,10 @@ class ExecutionNode:
     # -- start and stop -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.servers, acks="all", enable_idempotence=False, linger_ms=0
-        )
+        self.producer = self.clients.producer(acks="all", linger_ms=0)
         await self.producer.start()
         self.reader = TopicReader(
-            self.servers, self.snapshots_topic, self._on_snapshots, client_id="execution"
+            self.clients, self.snapshots_topic, self._on_snapshots, client_id="execution"
         )
         await self.reader.start()
         await self.reader.restore()
@@ -142,9 +140,8 @@ class ExecutionNode:
         await self._reconcile()
         await self.desk.adopt_open_orders()
         self.reader.follow()
-        self.consumer = AIOKafkaConsumer(
+        self.consumer = self.clients.consumer(
             self.intents_topic,
-            bootstrap_servers=self.servers,
             group_id=self.options.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -2,8 +2,9 @@
 
 Every publish waits for the broker's acknowledgement before returning, so the order of work
 (write-ahead, intents, records, state, commit) holds on the broker, not only in memory.
-Idempotent and transactional producers are not used (the embedded broker supports neither);
-deterministic ids make re-publishing harmless instead.
+The producer is idempotent where the broker keeps producer state (Apache Kafka; see
+``clients.BrokerFeatures``), so a retried send is never written twice; the embedded broker
+has no idempotent producer, and deterministic ids make re-publishing harmless there too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -29,6 +29,8 @@ from consumers.ownership import partition_of
 from service.messages import DeadLetter
 from service.settings import Topics
 from service.state.allocations import Record
+
+from .clients import KafkaClients, clients_of
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MAX_BATCH_BYTES = 1024 * 1024
@@ -87,7 +89,7 @@ class OutputProducer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        servers: str | KafkaClients,
         topics: Topics,
         *,
         client_id: str,
@@ -97,11 +99,9 @@ class OutputProducer:
         self.topics = topics
         self.writer = writer_id.encode()
         self._partitioner = CachingPartitioner()
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+        self._producer = clients_of(servers).producer(
             client_id=client_id,
             acks="all",
-            enable_idempotence=False,
             linger_ms=0,
             compression_type=None if compression == "none" else compression,
             max_batch_size=MAX_BATCH_BYTES,

@@ -1,8 +1,8 @@
 """Reading every partition of a topic from the start: restore, then follow.
 
 Used for the global tables (snapshots, the changelog). "Caught up" means the position reached
-the high watermark that the last fetch reported; ``end_offsets`` is not used, because the
-embedded broker reports it wrongly after multi-record batches.
+the end offsets on Apache Kafka, and the high watermark that the last fetch reported on the
+embedded broker, which reports ``end_offsets`` wrongly after multi-record batches.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
+
+from .clients import KafkaClients, clients_of, partitions_of
 
 Handler = Callable[[list[ConsumerRecord[bytes, bytes]]], None]
 """Takes the records of one fetched partition batch, in offset order."""
@@ -24,12 +26,12 @@ class TopicReader:
     overhead of a large restore down to the handler's own loop)."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, handle: Handler, *, client_id: str
+        self, servers: str | KafkaClients, topic: str, handle: Handler, *, client_id: str
     ) -> None:
         self.topic = topic
         self.handle = handle
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+        self._clients = clients_of(servers)
+        self._consumer = self._clients.consumer(
             client_id=client_id,
             group_id=None,
             enable_auto_commit=False,
@@ -43,16 +45,8 @@ class TopicReader:
 
     async def start(self, timeout: float = 30.0) -> None:
         await self._consumer.start()
-        deadline = time.monotonic() + timeout
-        while True:
-            await self._consumer.topics()  # refreshes metadata
-            parts = self._consumer.partitions_for_topic(self.topic)
-            if parts:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {self.topic!r} has no partitions")
-            await asyncio.sleep(0.05)
-        self._partitions = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        parts = await partitions_of(self._consumer, self.topic, timeout)
+        self._partitions = [TopicPartition(self.topic, p) for p in parts]
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)
 
@@ -71,7 +65,14 @@ class TopicReader:
         return False
 
     async def restore(self) -> None:
-        """Read until every partition is at the high watermark its last fetch reported."""
+        """Read to the end. On Apache Kafka, to the end offsets as they were when restore
+        began; on the embedded broker, whose ``end_offsets`` are wrong after multi-record
+        batches, until every partition is at the high watermark its last fetch reported."""
+        if self._clients.features.exact_end_offsets:
+            ends = await self._consumer.end_offsets(self._partitions)
+            while any([await self._consumer.position(tp) < end for tp, end in ends.items()]):
+                await self._poll(100)
+            return
         await self._poll(100)
         while await self._behind():
             await self._poll(100)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from service.settings import Settings
 
+from .clients import KafkaClients
 
-async def ensure_topics(settings: Settings, bootstrap_servers: str) -> list[str]:
+
+async def ensure_topics(settings: Settings, servers: str | KafkaClients) -> list[str]:
     """Create missing topics; the changelog is compacted and has one partition. Returns the
     names created."""
     topics = settings.topics
@@ -22,7 +24,12 @@ async def ensure_topics(settings: Settings, bootstrap_servers: str) -> list[str]
         topics.dead_letters: 1,
         topics.changelog: 1,
     }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=settings.client_id)
+    clients = (
+        servers
+        if isinstance(servers, KafkaClients)
+        else KafkaClients(servers, settings.security, settings.client_id)
+    )
+    admin = clients.admin()
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -31,7 +38,7 @@ async def ensure_topics(settings: Settings, bootstrap_servers: str) -> list[str]
                 name,
                 partitions,
                 settings.topic_replication,
-                topic_configs={"cleanup.policy": "compact"} if name == topics.changelog else {},
+                topic_configs=_configs(settings, compacted=name == topics.changelog),
             )
             for name, partitions in wanted.items()
             if name not in existing
@@ -42,3 +49,10 @@ async def ensure_topics(settings: Settings, bootstrap_servers: str) -> list[str]
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+def _configs(settings: Settings, *, compacted: bool) -> dict[str, str]:
+    configs = {"cleanup.policy": "compact"} if compacted else {}
+    if settings.topic_min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
+    return configs

@@ -20,9 +20,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
 from consumers.allocation_consumer import AllocationConsumer
+from consumers.clients import KafkaClients
 from consumers.dead_letters import DeadLetters
 from consumers.embedded_broker import EmbeddedBroker
 from consumers.ownership import Ownership
@@ -130,7 +131,16 @@ class RebalancerApp:
                 "(in memory only; for development, demos and tests)",
                 self.bootstrap_servers,
             )
-        servers = self.bootstrap_servers
+        self.clients = KafkaClients(self.bootstrap_servers, settings.security, client)
+        features = await self.clients.connect()
+        log.info(
+            "connected to %s (%s)",
+            self.bootstrap_servers,
+            "Apache Kafka: idempotent producer, exact end offsets"
+            if features.full_kafka
+            else "embedded broker: no idempotent producer, end offsets from fetches",
+        )
+        servers = self.clients
         await self._started(self.http)
         created = await ensure_topics(settings, servers)
         if created:
@@ -179,14 +189,12 @@ class RebalancerApp:
         # owns, so others' writes matter only when ownership moves, and a sync catches up then.
         await self._start_consuming(servers)
 
-    async def _start_policies(self, servers: str) -> None:
+    async def _start_policies(self, servers: KafkaClients) -> None:
         """The policy producer (policy events go to the allocation topic) and loop."""
         settings = self.settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
+        producer = servers.producer(
             client_id=f"{settings.client_id}-policies",
             acks="all",
-            enable_idempotence=False,
             compression_type=None if settings.compression == "none" else settings.compression,
         )
         await self._started(producer)
@@ -199,12 +207,10 @@ class RebalancerApp:
             interval_ms=settings.policies.check_interval_ms,
         )
 
-    async def _start_consuming(self, servers: str) -> None:
+    async def _start_consuming(self, servers: KafkaClients) -> None:
         """Join the group on the allocation topic and start the loops; then ready."""
         settings = self.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
-            client_id=settings.client_id,
+        self.consumer = servers.consumer(
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

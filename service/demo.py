@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from consumers.clients import partitions_of
 from consumers.embedded_broker import EmbeddedBroker
 from consumers.execution_node import ExecutionNode, NodeOptions
 from consumers.topics import ensure_topics
@@ -142,7 +143,7 @@ class _Loop:
             [
                 TopicPartition(topic, p)
                 for topic in (t.intents, t.plans, t.snapshots)
-                for p in self.consumer.partitions_for_topic(topic) or []
+                for p in await partitions_of(self.consumer, topic)
             ]
         )
 

@@ -26,7 +26,23 @@ _REPR.maxlevel = 3
 _REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
 
 
+SECRET_FIELDS = frozenset({"password", "key_password", "secret", "token", "tokens"})
+"""Fields whose values an error message never shows (nor a dict holding them)."""
+
+HIDDEN = "**********"
+
+
+def redact(value: Any) -> Any:
+    """``value`` with the values of secret fields replaced, at any depth."""
+    if isinstance(value, dict):
+        return {k: HIDDEN if k in SECRET_FIELDS else redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
 def _short(value: Any) -> str:
+    value = redact(value)
     try:
         text = repr(value)
     except RecursionError:
@@ -51,9 +67,10 @@ def describe(error: ValidationError, prefix: str = "") -> str:
             lines.append(f"{prefix}{message}" if not path else f"{prefix}{path}: {message}")
             continue
         where = f"{prefix}{path}" if path else (prefix.rstrip(".") or "input")
+        secret = any(str(part) in SECRET_FIELDS for part in loc)
         shown = (
             ""
-            if item["type"] in {"missing", "extra_forbidden"}
+            if item["type"] in {"missing", "extra_forbidden"} or secret
             else f" (got {_short(item['input'])})"
         )
         lines.append(f"{where}: {message}{shown}")

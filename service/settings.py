@@ -12,7 +12,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +48,68 @@ class Topics(BaseModel):
     changelog: str = Field(default="rebalancer.state", min_length=1)
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class Security(BaseModel):
+    """How every Kafka client of the project connects: the service, its readers, producer and
+    admin, the execution node, the demo. Secrets are ``SecretStr``: printed as ``**********``
+    in logs, errors and ``repr``; only the client that sends them reads them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="Required with SASL_PLAINTEXT and SASL_SSL."
+    )
+    username: str | None = Field(default=None, min_length=1)
+    password: SecretStr | None = None
+    ca_file: FilePath | None = Field(
+        default=None, description="PEM file of the CAs that sign the brokers' certificates."
+    )
+    cert_file: FilePath | None = Field(
+        default=None, description="PEM client certificate (mutual TLS), with key_file."
+    )
+    key_file: FilePath | None = None
+    key_password: SecretStr | None = None
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Security:
+        if self.sasl:
+            missing = [
+                name
+                for name, value in (
+                    ("sasl_mechanism", self.sasl_mechanism),
+                    ("username", self.username),
+                    ("password", self.password),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"protocol {self.protocol} needs {', '.join(missing)}")
+        elif self.sasl_mechanism or self.username or self.password:
+            raise ValueError(
+                f"sasl_mechanism, username and password need a SASL protocol, not {self.protocol}"
+            )
+        files = self.ca_file or self.cert_file or self.key_file
+        if files and not self.tls:
+            raise ValueError(
+                f"ca_file, cert_file and key_file need SSL or SASL_SSL, not {self.protocol}"
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS)")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the service and CLI can be configured with."""
 
@@ -52,6 +122,7 @@ class Settings(BaseSettings):
     )
     group_id: str = Field(default="rebalancer", min_length=1)
     client_id: str = Field(default="rebalancer", min_length=1)
+    security: Security = Security()
     topics: Topics = Topics()
     topic_partitions: int = Field(
         default=3, ge=1, description="Partitions of topics the service creates."
@@ -59,6 +130,23 @@ class Settings(BaseSettings):
     topic_replication: int = Field(
         default=1, ge=1, description="Replication factor of topics the service creates."
     )
+    topic_min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="min.insync.replicas of topics the service creates (unset: the broker's "
+        "default). With acks=all, a write is acknowledged once this many replicas have it.",
+    )
+
+    @model_validator(mode="after")
+    def _insync_fits_replication(self) -> Settings:
+        wanted = self.topic_min_insync_replicas
+        if wanted is not None and wanted > self.topic_replication:
+            raise ValueError(
+                f"topic_min_insync_replicas: {wanted} is more than topic_replication "
+                f"({self.topic_replication}); no write could be acknowledged"
+            )
+        return self
+
     compression: Literal["none", "zstd", "lz4", "gzip"] = Field(
         default="zstd", description="Compression of everything the service publishes."
     )

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from ..errors import InputError
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_STATE = 0, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_STATE, EXIT_BROKER = 0, 2, 3, 4
 
 Command = Callable[[argparse.Namespace, IO[bytes]], int]
 """A subcommand: parsed arguments and standard output in, exit code out."""

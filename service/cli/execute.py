@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import IO
 
 from ..errors import InputError
 from ..settings import load_settings
-from .common import EXIT_OK, Subparsers, add_log_level, log_to_stderr
+from .common import EXIT_BROKER, EXIT_OK, Subparsers, add_log_level, log_to_stderr
 
 
 def _lot(text: str) -> tuple[str, float]:
@@ -26,6 +27,7 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
     import signal
     from pathlib import Path
 
+    from consumers.clients import BrokerUnreachableError, KafkaClients
     from consumers.execution_node import ExecutionNode, NodeOptions
     from consumers.venues import PaperConfig, PaperVenue
 
@@ -71,8 +73,12 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
             if fresh:
                 venue.seed_from(table.snapshots())
 
+        clients = KafkaClients(
+            settings.bootstrap_servers or "", settings.security, f"{settings.client_id}-execution"
+        )
+        await clients.connect()
         node = ExecutionNode(
-            settings.bootstrap_servers or "",
+            clients,
             snapshots_topic=settings.topics.snapshots,
             intents_topic=settings.topics.intents,
             venue=venue,
@@ -94,7 +100,11 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
             await node.stop()
             await venue.close()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except BrokerUnreachableError as exc:
+        print(f"error: cannot use the Kafka brokers: {exc}", file=sys.stderr)
+        return EXIT_BROKER
     return EXIT_OK
 
 

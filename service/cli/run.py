@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING
 
 from ..errors import InputError
 from ..settings import load_settings
-from .common import EXIT_OK, EXIT_STATE, Subparsers, add_log_level, log_to_stderr
+from .common import EXIT_BROKER, EXIT_OK, EXIT_STATE, Subparsers, add_log_level, log_to_stderr
 
 if TYPE_CHECKING:
     from consumers.unit_of_work import FaultHook
@@ -46,6 +46,8 @@ def fault_hook_from_env() -> FaultHook:
 def cmd_run(args: argparse.Namespace, out: IO[bytes]) -> int:
     import asyncio
 
+    from consumers.clients import BrokerUnreachableError
+
     from ..app import RebalancerApp
     from ..state.allocations import ChangelogError
 
@@ -57,6 +59,9 @@ def cmd_run(args: argparse.Namespace, out: IO[bytes]) -> int:
     except ChangelogError as exc:
         print(f"error: the service state cannot be restored: {exc}", file=sys.stderr)
         return EXIT_STATE
+    except BrokerUnreachableError as exc:
+        print(f"error: cannot use the Kafka brokers: {exc}", file=sys.stderr)
+        return EXIT_BROKER
     return EXIT_OK
 
 

@@ -11,14 +11,15 @@ import pytest
 from service.errors import InputError
 from service.live.config import PolicySettings
 from service.planner import PlannerOptions
-from service.settings import DEFAULT_CONFIG, Settings, Topics, load_settings
+from service.settings import DEFAULT_CONFIG, Security, Settings, Topics, load_settings
 
 
 def test_default_toml_states_the_code_defaults() -> None:
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
     assert PlannerOptions.model_validate(data["planner"]) == PlannerOptions()
     assert PolicySettings.model_validate(data["policies"]) == PolicySettings()
-    sections = {"planner", "topics", "policies"}
+    assert Security.model_validate(data["security"]) == Security()
+    sections = {"planner", "topics", "policies", "security"}
     defaults = {
         name: field.default for name, field in Settings.model_fields.items() if name not in sections
     }
@@ -146,3 +147,61 @@ def test_weights_targets_need_per_world_execution(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("REBALANCER_PLANNER__ALLOW_SHARED_ACCOUNT", "true")
     with pytest.raises(InputError, match=r"policies\.rules\.0\.target: weights targets"):
         load_settings()
+
+
+def test_security_settings_are_checked_and_the_password_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REBALANCER_SECURITY__PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("REBALANCER_SECURITY__PASSWORD", "s3cret-Pa55")
+    with pytest.raises(InputError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "needs sasl_mechanism, username" in message
+    assert "s3cret-Pa55" not in message
+    monkeypatch.setenv("REBALANCER_SECURITY", '{"protocol": "SSL", "password": 12345}')
+    with pytest.raises(InputError) as caught:
+        load_settings()
+    assert "12345" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"protocol": "PLAINTEXT", "username": "u"}, "need a SASL protocol"),
+        ({"protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"}, "needs username, password"),
+        ({"protocol": "PLAINTEXT", "ca_file": __file__}, "need SSL or SASL_SSL"),
+        ({"protocol": "SSL", "cert_file": __file__}, "cert_file and key_file go together"),
+        ({"protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI"}, "sasl_mechanism"),
+    ],
+)
+def test_incomplete_or_contradictory_security_is_refused(
+    fields: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Security.model_validate(fields)
+
+
+async def test_every_client_gets_the_security_settings() -> None:
+    from consumers.clients import KafkaClients
+
+    security = Security.model_validate(
+        {
+            "protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "username": "svc",
+            "password": "pw-7f3a",
+        }
+    )
+    clients = KafkaClients("127.0.0.1:9092", security)
+    assert clients.connection() == {
+        "bootstrap_servers": "127.0.0.1:9092",
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "svc",
+        "sasl_plain_password": "pw-7f3a",
+    }
+    assert "pw-7f3a" not in repr(clients)
+    producer = clients.producer()
+    assert producer.client._security_protocol == "SASL_PLAINTEXT"
+    assert producer.client._sasl_plain_password == "pw-7f3a"
