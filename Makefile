@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint bench schemas clean
+.PHONY: demo test test-unit test-kafka kafka lint bench schemas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	HYPOTHESIS_PROFILE=quick $(BIN)/python -m pytest -m "not broker"
+
+# Every broker-facing test on Apache Kafka (deploy/kafka/run: Java 17+ and Maven needed).
+test-kafka: $(STAMP)
+	REBALANCER_TEST_BROKER=kafka $(BIN)/python -m pytest -m "broker or kafka_only"
+
+# One Apache Kafka node in the foreground, for a person (Ctrl-C stops it).
+kafka:
+	deploy/kafka/run --port 9092
 
 lint: $(STAMP)
 	$(BIN)/ruff check service consumers tests bench

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 import tests.examples  # noqa: F401  (loads the hypothesis profile before any test module)
 from tests.helpers import Row
-from tests.kafka_support import broker
+from tests.kafka_support import broker, broker_name
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``broker`` every test that needs the broker fixture, directly or through others."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``broker`` every test that needs the broker fixture, directly or through others.
+    Tests of what only Apache Kafka offers (``kafka_only``: its faults, security, the
+    idempotent producer) are deselected, and counted as such, on the embedded broker;
+    ``make test-kafka`` runs them."""
     for item in items:
         if "bootstrap_servers" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.broker)
+    if broker_name() == "kafka" or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return
+    kept = [item for item in items if item.get_closest_marker("kafka_only") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """A real broker for tests, and small clients to feed and read topics with deadlines.
 
-The broker is, in order: ``KAFKA_BOOTSTRAP_SERVERS`` if set, testcontainers' Kafka if a Docker
-daemon answers, else the embedded Tansu broker on a free port.
+The broker is ``KAFKA_BOOTSTRAP_SERVERS`` if set, else the one ``REBALANCER_TEST_BROKER``
+names: ``tansu`` (the default: the embedded broker, on a machine with only Python) or
+``kafka`` (Apache Kafka through ``deploy/kafka/run``: Java and Maven needed).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -16,19 +16,22 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from consumers.clients import KafkaClients, partitions_of
 from consumers.embedded_broker import EmbeddedBroker
 from service.settings import Settings, Topics
+from tests.brokers import ApacheKafka
+
+BROKERS = ("tansu", "kafka")
 
 
-def _docker_answers() -> bool:
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
-        return False
+def broker_name() -> str:
+    """The broker the tests run on: ``tansu`` or ``kafka``."""
+    name = os.environ.get("REBALANCER_TEST_BROKER", "tansu")
+    if name not in BROKERS:
+        raise RuntimeError(f"REBALANCER_TEST_BROKER: expected tansu or kafka, got {name!r}")
+    return name
 
 
 @contextlib.contextmanager
@@ -38,14 +41,31 @@ def broker() -> Iterator[str]:
     if configured:
         yield configured
         return
-    if _docker_answers():
-        from testcontainers.kafka import KafkaContainer  # type: ignore[import-untyped]
-
-        with KafkaContainer() as kafka:
-            yield kafka.get_bootstrap_server()
+    if broker_name() == "kafka":
+        with ApacheKafka() as kafka:
+            yield kafka.bootstrap_servers
         return
     with EmbeddedBroker() as embedded:
         yield embedded.bootstrap_servers
+
+
+async def allow_large_messages(servers: str, *topics: str, max_bytes: int = 16 << 20) -> None:
+    """Let ``topics`` take records up to ``max_bytes`` (Apache Kafka refuses more than about
+    1 MB by default; the embedded broker has no such limit and no call to change it)."""
+    clients = KafkaClients(servers)
+    if not (await clients.connect()).full_kafka:
+        return
+    admin = clients.admin()
+    await admin.start()
+    try:
+        await admin.alter_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": str(max_bytes)})
+                for t in topics
+            ]
+        )
+    finally:
+        await admin.close()
 
 
 def fresh_settings(bootstrap_servers: str, **overrides: Any) -> Settings:
@@ -78,7 +98,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "REBALANCER_RELEASE_CHECK_INTERVAL_MS": str(settings.release_check_interval_ms),
         "REBALANCER_PLAN_SETTLE_TIMEOUT_MS": str(settings.plan_settle_timeout_ms),
         "REBALANCER_PLANNER": settings.planner.model_dump_json(),
+        "REBALANCER_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "REBALANCER_TOPIC_REPLICATION": str(settings.topic_replication),
     }
+    if settings.topic_min_insync_replicas is not None:
+        env["REBALANCER_TOPIC_MIN_INSYNC_REPLICAS"] = str(settings.topic_min_insync_replicas)
     for name, value in settings.topics.model_dump().items():
         env[f"REBALANCER_TOPICS__{name.upper()}"] = value
     if settings.max_snapshot_age_ms is not None:
@@ -131,14 +155,9 @@ class Tail:
 
     async def __aenter__(self) -> Tail:
         await self.consumer.start()
-        deadline = time.monotonic() + 20
-        while not self.consumer.partitions_for_topic(self.topic):
-            await self.consumer.topics()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {self.topic} never appeared")
-            await asyncio.sleep(0.05)
         parts = [
-            TopicPartition(self.topic, p) for p in self.consumer.partitions_for_topic(self.topic)
+            TopicPartition(self.topic, p)
+            for p in await partitions_of(self.consumer, self.topic, timeout=20)
         ]
         self.consumer.assign(parts)
         await self.consumer.seek_to_beginning(*parts)

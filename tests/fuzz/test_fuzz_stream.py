@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from service.app import RebalancerApp
 from tests.fuzz.fuzz_messages import hostile_corpus
-from tests.kafka_support import Tail, fresh_settings
+from tests.kafka_support import Tail, allow_large_messages, fresh_settings
 from tests.stream.test_stream_service import btc, snapshot
 
 MESSAGES = 3_000
@@ -69,6 +69,7 @@ async def test_a_hostile_stream_never_stops_the_service(bootstrap_servers: str) 
     plannable = plannable_events(seed=11)
     app = RebalancerApp(settings)
     await app.start()
+    await allow_large_messages(bootstrap_servers, t.allocations, t.snapshots)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         enable_idempotence=False,

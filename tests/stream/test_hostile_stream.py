@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from service.app import RebalancerApp
 from service.settings import Settings
 from service.state.allocations import ChangelogError
-from tests.kafka_support import Feed, Tail, fresh_settings
+from tests.kafka_support import Feed, Tail, allow_large_messages, fresh_settings
 from tests.process_support import ServiceProcess
 from tests.stream.test_stream_service import Rig, btc, rig, service, snapshot, world_move
 
@@ -260,6 +260,7 @@ async def test_case7_contract_gaps_are_closed(rig: Rig) -> None:
 
 async def test_case8_a_dead_letter_keeps_a_truncated_copy_with_size_and_hash(rig: Rig) -> None:
     big = b'{"world_id":"w","strategy_id":"s","as_of":1,"positions":[' + b" " * 6_000_000 + b"]"
+    await allow_large_messages(rig.settings.bootstrap_servers or "", rig.t.snapshots)
     producer = AIOKafkaProducer(
         bootstrap_servers=rig.settings.bootstrap_servers,
         enable_idempotence=False,

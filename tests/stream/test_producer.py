@@ -9,6 +9,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumers.clients import partitions_of
 from consumers.producer import CachingPartitioner, OutputProducer
 from consumers.topics import ensure_topics
 from tests.kafka_support import fresh_settings
@@ -53,7 +54,7 @@ async def test_records_cross_batches_in_order_with_headers_on_their_default_part
     )
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
         consumer.assign(parts)
         seen: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         deadline = time.monotonic() + 30

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consumers.clients import partitions_of
 from service.app import FAULT_STEPS
 from service.settings import Settings
 from tests.kafka_support import Feed, Tail, fresh_settings
@@ -183,8 +184,9 @@ async def test_sigterm_finishes_commits_and_exits_zero(
     )
     await consumer.start()
     try:
+        partitions = await partitions_of(consumer, settings.topics.allocations)
         committed = 0
-        for p in consumer.partitions_for_topic(settings.topics.allocations) or set():
+        for p in partitions:
             committed += (
                 await consumer.committed(TopicPartition(settings.topics.allocations, p)) or 0
             )
