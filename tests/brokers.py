@@ -2,7 +2,9 @@
 
 The launcher prints ``bootstrap=...`` once every node accepts clients; this wraps it so a
 test can start a node or a three-node cluster, kill one node the hard way, and start the
-same cluster again on its data directory (same ports, same records).
+same cluster again on its data directory (same ports, same records). With ``sasl_ssl`` the
+nodes also have a SASL_SSL listener (SCRAM users from ``scram``), announced by a second line
+``sasl_ssl=...``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -36,14 +39,23 @@ class ApacheKafka:
         quick: bool = True,
         survive_node_loss: bool = False,
         timeout: float = 240.0,
+        sasl_ssl: Path | None = None,
+        scram: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """``sasl_ssl``: a directory with ``ca.pem``, ``broker.pem`` and ``broker.key`` (see
+        deploy/kafka/README.md) for a SASL_SSL listener; ``scram``: (user, password) pairs
+        created as SCRAM-SHA-256/512 users when the storage is formatted, passed to the
+        launcher through its environment, never on a command line."""
         self.nodes = nodes
         self._own_data = data is None
         self.data = data or Path(tempfile.mkdtemp(prefix="rebalancer-kafka-"))
         self.quick = quick
         self.survive_node_loss = survive_node_loss
         self.timeout = timeout
+        self.sasl_ssl = sasl_ssl
+        self.scram = list(scram)
         self.bootstrap_servers = ""
+        self.sasl_ssl_servers = ""
         self._process: subprocess.Popen[bytes] | None = None
         self._log = self.data / "launcher.log"
 
@@ -56,9 +68,16 @@ class ApacheKafka:
             cmd.append("--quick")
         if self.survive_node_loss:
             cmd.append("--survive-node-loss")
+        env = None
+        if self.sasl_ssl is not None:
+            cmd += ["--sasl-ssl", str(self.sasl_ssl)]
+            env = {**os.environ, "KAFKA_RUN_SCRAM": "".join(f"{u}:{p}\n" for u, p in self.scram)}
+        elif self.scram:
+            raise ValueError("scram users need a sasl_ssl listener")
+        lines = 2 if self.sasl_ssl is not None else 1
         log = open(self._log, "ab")  # noqa: SIM115 - the launcher writes to it while it runs
         self._process = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True
+            cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True, env=env
         )
         log.close()
         assert self._process.stdout is not None
@@ -66,7 +85,7 @@ class ApacheKafka:
         line = b""
         with selectors.DefaultSelector() as sel:
             sel.register(self._process.stdout, selectors.EVENT_READ)
-            while not line.endswith(b"\n"):
+            while line.count(b"\n") < lines:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._process.poll() is not None:
                     self.stop()
@@ -76,11 +95,15 @@ class ApacheKafka:
                     if not chunk:
                         continue
                     line += chunk
-        text = line.decode().strip()
-        if not text.startswith("bootstrap="):
+        text, *more = line.decode().strip().splitlines() or [""]
+        if not text.startswith("bootstrap=") or (
+            more and not (len(more) == 1 and more[0].startswith("sasl_ssl="))
+        ):
             self.stop()
-            raise LauncherError(f"unexpected launcher output {text!r}:\n{self.log_tail()}")
+            raise LauncherError(f"unexpected launcher output {line!r}:\n{self.log_tail()}")
         self.bootstrap_servers = text.removeprefix("bootstrap=")
+        if more:
+            self.sasl_ssl_servers = more[0].removeprefix("sasl_ssl=")
         return self
 
     def node_pid(self, node: int) -> int:

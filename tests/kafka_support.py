@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from consumers.clients import KafkaClients, partitions_of
+from consumers.clients import KafkaClients, clients_of, partitions_of
 from consumers.embedded_broker import EmbeddedBroker
 from service.settings import Settings, Topics
 from tests.brokers import ApacheKafka
@@ -113,10 +113,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class Feed:
     """Publishes test input (JSON values) to topics and waits for the acknowledgement."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, enable_idempotence=False, acks="all"
-        )
+    def __init__(self, servers: str | KafkaClients) -> None:
+        self.producer = clients_of(servers).producer(enable_idempotence=False, acks="all")
 
     async def __aenter__(self) -> Feed:
         await self.producer.start()
@@ -141,10 +139,9 @@ class Feed:
 class Tail:
     """Reads a topic from the beginning, collecting decoded values, until a condition holds."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, servers: str | KafkaClients, topic: str) -> None:
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+        self.consumer = clients_of(servers).consumer(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             group_id=None,

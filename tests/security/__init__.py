@@ -1,0 +1,1 @@
+"""The service against brokers that ask for TLS and SASL (Apache Kafka only)."""
