@@ -1,7 +1,8 @@
 """The reference execution node (SPEC 5): intents in, orders to one venue, snapshots out.
 
-Start-up: read the snapshot topic to its end (who holds what, per strategy, at every venue), take this venue's rows as the ledger, compare with what the venue holds, then
-join the node's consumer group on the intent topic.
+Start-up: read the snapshot topic to its end (who holds what, per strategy, at every venue),
+take this venue's rows as the ledger, compare with what the venue holds, then join the node's
+consumer group on the intent topic.
 
 Per key of this venue the node follows the newest plan's target (``TargetBook``) and orders
 only the residual between that target and the venue's position, one order at a time, a
