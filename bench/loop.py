@@ -1,20 +1,20 @@
 """Benchmark of the whole loop (issue: execution nodes): allocation event to converged snapshot.
 
-Run from the README's venv:  .venv/bin/python bench/loop.py [--quick]
+Run from the README's venv:  .venv/bin/python bench/loop.py [--quick] [--broker B]
 
 One world of 1,000 keys (5 strategies x 1,000 symbols on one venue, 5,000 positions) on the
-embedded broker. The service (`rebalancer run`) and the execution node (`rebalancer execute`,
-paper venue, immediate fills) run as their own processes, as deployed. Each round publishes
-a world move (back and forth between 0.3 and 0.2) and measures the time until every
-strategy's snapshot reports that plan's `converged_plan_id`: planning, 1,000 intents, 1,000
-orders and fills, and the snapshots back.
+embedded broker (``--broker tansu``, the default), Apache Kafka 4.1.1 (``kafka``, started
+with ``deploy/kafka/run``) or each in turn (``both``). The service (`rebalancer run`) and
+the execution node (`rebalancer execute`, paper venue, immediate fills) run as their own
+processes, as deployed. Each round publishes a world move (back and forth between 0.3 and
+0.2) and measures the time until every strategy's snapshot reports that plan's
+`converged_plan_id`: planning, 1,000 intents, 1,000 orders and fills, and the snapshots back.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,8 +25,23 @@ import orjson
 from aiokafka import TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.stream import clients, produce, service_env, settings_for, start_service, wait_ready
-from consumers.embedded_broker import EmbeddedBroker
+from bench.stream import (
+    WARM_UP_S,
+    add_broker_argument,
+    brokers_of,
+    clients,
+    note,
+    print_machine,
+    produce,
+    running_broker,
+    service_env,
+    settings_for,
+    start_service,
+    stop_processes,
+    wait_ready,
+    warm_up,
+)
+from consumers.clients import partitions_of
 from consumers.topics import ensure_topics
 from service.runtime import tune_allocator
 
@@ -55,7 +70,7 @@ def start_node(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def bench(servers: str, rounds: int) -> None:
+async def bench(servers: str, rounds: int) -> list[float]:
     settings = settings_for(servers, plan_settle_timeout_ms=600_000, release_check_interval_ms=50)
     await ensure_topics(settings, servers)
     t = settings.topics
@@ -83,10 +98,8 @@ async def bench(servers: str, rounds: int) -> None:
     consumer, producer = await clients(servers)
     try:
         await wait_ready(service, settings)
-        parts = [
-            TopicPartition(t.snapshots, p) for p in consumer.partitions_for_topic(t.snapshots) or []
-        ]
-        parts += [TopicPartition(t.plans, p) for p in consumer.partitions_for_topic(t.plans) or []]
+        parts = [TopicPartition(t.snapshots, p) for p in await partitions_of(consumer, t.snapshots)]
+        parts += [TopicPartition(t.plans, p) for p in await partitions_of(consumer, t.plans)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         converged: dict[str, str | None] = {}
@@ -131,29 +144,42 @@ async def bench(servers: str, rounds: int) -> None:
             await read(reached)
             if r:  # the first round warms up
                 samples.append((time.perf_counter() - start) * 1e3)
-        samples.sort()
-        print(f"## Event to converged snapshots, 1,000 keys ({rounds} rounds)\n")
-        print("| keys | intents per round | p50 ms | min ms | max ms |")
-        print("|---:|---:|---:|---:|---:|")
-        print(
-            f"| {SYMBOLS:,} | {SYMBOLS:,} | {statistics.median(samples):.0f} | "
-            f"{samples[0]:.0f} | {samples[-1]:.0f} |\n"
-        )
+        return samples
     finally:
         await producer.stop()
         await consumer.stop()
-        for proc in (node, service):
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop_processes(node, service)
 
 
-async def main(quick: bool) -> None:
-    print(f"Python {platform.python_version()}, {platform.machine()}, {sys.platform}\n")
-    with EmbeddedBroker() as broker:
-        await bench(broker.bootstrap_servers, 3 if quick else 10)
+async def main(quick: bool, brokers: list[str], kafka_settings: list[str]) -> None:
+    print_machine()
+    rounds = 3 if quick else 10
+    results: list[tuple[str, list[float]]] = []
+    try:
+        for kind in brokers:
+            with running_broker(kind, kafka_settings) as broker:
+                note(f"{broker.description} at {broker.servers}")
+                print(f"- {broker.name}: {broker.description}")
+                await warm_up(broker.servers, 3 if quick else WARM_UP_S)
+                results.append((broker.name, await bench(broker.servers, rounds)))
+    finally:
+        if results:
+            print(f"\n## Event to converged snapshots, 1,000 keys ({rounds} rounds)\n")
+            print("| broker | keys | intents per round | p50 ms | min ms | max ms | rounds, ms |")
+            print("|---|---:|---:|---:|---:|---:|---|")
+            for name, samples in results:
+                ordered = sorted(samples)
+                print(
+                    f"| {name} | {SYMBOLS:,} | {SYMBOLS:,} | {statistics.median(samples):.0f} "
+                    f"| {ordered[0]:.0f} | {ordered[-1]:.0f} "
+                    f"| {', '.join(f'{x:.0f}' for x in samples)} |"
+                )
+            print()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
-    asyncio.run(main(parser.parse_args().quick))
+    add_broker_argument(parser)
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, brokers_of(args.broker), args.kafka_set))
