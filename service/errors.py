@@ -32,12 +32,19 @@ SECRET_FIELDS = frozenset({"password", "key_password", "secret", "token", "token
 HIDDEN = "**********"
 
 
-def redact(value: Any) -> Any:
-    """``value`` with the values of secret fields replaced, at any depth."""
+REDACT_DEPTH = 16
+"""Containers nested deeper than this are shown as ``...`` (never searched for secrets, so
+never shown): hostile input nests thousands deep, and no message shows that much anyway."""
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """``value`` with the values of secret fields replaced, at any depth it keeps."""
+    if isinstance(value, dict | list | tuple) and depth >= REDACT_DEPTH:
+        return Ellipsis
     if isinstance(value, dict):
-        return {k: HIDDEN if k in SECRET_FIELDS else redact(v) for k, v in value.items()}
+        return {k: HIDDEN if k in SECRET_FIELDS else redact(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+        return [redact(v, depth + 1) for v in value]
     return value
 
 

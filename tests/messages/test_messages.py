@@ -8,7 +8,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from service.errors import describe
+from service.errors import HIDDEN, REDACT_DEPTH, InputError, describe, redact
 from service.messages import (
     DeadLetter,
     DeltaIntent,
@@ -19,6 +19,7 @@ from service.messages import (
     topic_event_adapter,
 )
 from service.planner import WorldChange
+from service.request import parse_request
 from tests.helpers import plan_rows
 
 
@@ -350,3 +351,22 @@ def weights(*items: tuple[str | None, str, float]) -> dict[str, Any]:
 )
 def test_policy_event_rules(fields: dict[str, Any], expected: str) -> None:
     assert expected in topic_error(policy_event(**fields))
+
+
+def test_an_error_about_deeply_nested_input_is_short_and_shows_no_secret() -> None:
+    # found by the fuzz suite: redacting a value nested thousands deep overflowed the stack
+    deep: Any = {"password": "hunter2-secret"}
+    for _ in range(5_000):
+        deep = [deep]
+    shown = redact(deep)
+    for _ in range(REDACT_DEPTH):
+        shown = shown[0]
+    assert shown is Ellipsis
+    nested: Any = {"password": "hunter2-secret"}
+    for _ in range(200):  # as deep as orjson writes
+        nested = [nested]
+    with pytest.raises(InputError) as caught:
+        parse_request(orjson.dumps({"worlds": nested}), now_ms=0)
+    assert "hunter2" not in str(caught.value)
+    assert len(str(caught.value)) < 2_000
+    assert redact({"a": [{"token": "t0ken"}]}) == {"a": [{"token": HIDDEN}]}
