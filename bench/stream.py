@@ -26,6 +26,9 @@ Kafka, and prints each table with one row per broker.
     service's own mean time per event (reading it to its state written, from its /metrics)
     is shown beside. Targets: p50 <= 20 ms, p99 <= 50 ms (Tansu); p50 <= 10 ms, p99 <= 20 ms
     (Apache Kafka).
+(e) (b) with ``processing_guarantee = "exactly_once"`` (Apache Kafka only): each plan is one
+    transaction, and the bench reads intents with ``read_committed``, so an intent counts once
+    its transaction is committed. Rows in (b)'s table.
 (p) Where (b)'s paced time goes: the same events against a timing copy of the service
     (``--probed-service``: ``rebalancer run`` with wrappers around the fetch, the decision,
     each send's acknowledgement and the commit), per step, medians.
@@ -329,10 +332,16 @@ async def produce(servers: str, topic: str, items: list[tuple[bytes, bytes]]) ->
         await producer.stop()
 
 
-async def clients(servers: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+async def clients(
+    servers: str, isolation_level: str = "read_uncommitted"
+) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
     """A started consumer (no group, short fetch waits) and producer for measuring."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=5
+        bootstrap_servers=servers,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=5,
+        isolation_level=isolation_level,
     )
     producer = AIOKafkaProducer(bootstrap_servers=servers, enable_idempotence=False, linger_ms=0)
     await consumer.start()
@@ -561,17 +570,26 @@ def print_floor(results: list[tuple[Broker, Floor]]) -> None:
 @dataclass
 class Latency:
     intents: int
+    guarantee: str = "at_least_once"
     rows: dict[str, list[float]] = field(default_factory=dict)
     in_service: dict[str, float] = field(default_factory=dict)
     steps: dict[str, list[float]] = field(default_factory=dict)
     """With the probed service: per step of the paced events, ms (``BREAKDOWN``)."""
 
 
-async def bench_latency(servers: str, rounds: int, *, probe: bool = False) -> Latency:
+async def bench_latency(
+    servers: str, rounds: int, *, probe: bool = False, guarantee: str = "at_least_once"
+) -> Latency:
     """Event to last intent, paced then back to back. With ``probe``, the service is the
     probed copy (``probed_service``) and only paced events are sent; their timelines make
-    ``steps``."""
-    settings = settings_for(servers, plan_settle_timeout_ms=1, release_check_interval_ms=50)
+    ``steps``. With ``guarantee="exactly_once"`` the service writes transactions and the
+    intents are read with ``read_committed`` (an intent counts once its transaction is)."""
+    settings = settings_for(
+        servers,
+        plan_settle_timeout_ms=1,
+        release_check_interval_ms=50,
+        processing_guarantee=guarantee,
+    )
     await ensure_topics(settings, servers)
     t = settings.topics
     symbols = [f"SYM{i:03d}" for i in range(200)]
@@ -585,8 +603,9 @@ async def bench_latency(servers: str, rounds: int, *, probe: bool = False) -> La
         service = subprocess.Popen(command, env=service_env(settings))
     else:
         service = start_service(settings)
-    consumer, producer = await clients(servers)
-    out = Latency(len(symbols))
+    isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
+    consumer, producer = await clients(servers, isolation)
+    out = Latency(len(symbols), guarantee)
     sent: dict[str, tuple[float, float]] = {}  # event id -> (sent, last intent read)
     try:
         await wait_ready(service, settings)
@@ -729,13 +748,13 @@ def probed_service(path: str) -> int:
 
     handle = AllocationConsumer.handle
 
-    async def timed_handle(self: AllocationConsumer, record: Any) -> None:
+    async def timed_handle(self: AllocationConsumer, record: Any, consumed: Any) -> None:
         box[0] = {
             "fetched": fetched.pop((record.partition, record.offset), float("nan")),
             "handle": clock(),
             "changelog_ack": [],
         }
-        await handle(self, record)
+        await handle(self, record, consumed)
 
     on_event = RebalanceEngine.on_event
 
@@ -766,8 +785,8 @@ def probed_service(path: str) -> int:
 
     commit = UnitOfWork.commit
 
-    async def timed_commit(self: UnitOfWork, consumer: Any, tp: Any, offset: int) -> None:
-        await commit(self, consumer, tp, offset)
+    async def timed_commit(self: UnitOfWork, consumed: Any) -> None:
+        await commit(self, consumed)
         marks = box[0]
         marks["committed"] = clock()
         if "intents_ack" in marks and "plans_ack" in marks:  # a planned event
@@ -794,9 +813,10 @@ def print_latency(results: list[tuple[Broker, Latency]]) -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for broker, r in results:
+        label = broker.name + (", exactly-once" if r.guarantee == "exactly_once" else "")
         for name, samples in r.rows.items():
             print(
-                f"| {broker.name} | {name} | {statistics.median(samples):.1f} "
+                f"| {label} | {name} | {statistics.median(samples):.1f} "
                 f"| {percentile(samples, 0.9):.1f} | {percentile(samples, 0.99):.1f} "
                 f"| {max(samples):.1f} | {r.intents} | {r.in_service[name]:.1f} |"
             )
@@ -830,14 +850,14 @@ def print_breakdown(results: list[tuple[Broker, Latency]]) -> None:
 
 # -- main -------------------------------------------------------------------------------------
 
-PARTS = ("ingest", "floor", "latency", "breakdown")
+PARTS = ("ingest", "floor", "latency", "exactly_once", "breakdown")
 
 
 async def main(
     quick: bool, parts: list[str], brokers: list[str], kafka_settings: Sequence[str] = ()
 ) -> None:
     print_machine()
-    results: dict[str, list[tuple[Broker, Any]]] = {part: [] for part in parts}
+    results: dict[str, list[tuple[Broker, Any]]] = {part: [] for part in [*parts, "latency"]}
     rounds = 20 if quick else 200
     try:
         for kind in brokers:
@@ -849,7 +869,7 @@ async def main(
                 if "ingest" in parts:
                     n = 5_000 if quick else 50_000
                     results["ingest"].append((broker, await bench_ingest(servers, n)))
-                if {"floor", "latency", "breakdown"} & set(parts):
+                if {"floor", "latency", "exactly_once", "breakdown"} & set(parts):
                     seconds = 3 if quick else WARM_UP_S
                     trips = await warm_up(servers, seconds)
                     note(f"warm-up: {trips} round trips in {seconds} s")
@@ -857,6 +877,11 @@ async def main(
                     results["floor"].append((broker, await bench_floor(servers, rounds)))
                 if "latency" in parts:
                     results["latency"].append((broker, await bench_latency(servers, rounds)))
+                if "exactly_once" in parts and kind == "kafka":
+                    once = await bench_latency(servers, rounds, guarantee="exactly_once")
+                    results["latency"].append((broker, once))
+                elif "exactly_once" in parts:
+                    note(f"{kind}: no transactions, so no exactly-once latency")
                 if "breakdown" in parts:
                     probed = await bench_latency(servers, rounds // 2, probe=True)
                     results["breakdown"].append((broker, probed))
@@ -869,9 +894,9 @@ async def main(
             "latency": print_latency,
             "breakdown": print_breakdown,
         }
-        for part in parts:
-            if results[part]:
-                printers[part](results[part])
+        for part, printer in printers.items():  # exactly-once rows are in the latency table
+            if results.get(part):
+                printer(results[part])
 
 
 if __name__ == "__main__":

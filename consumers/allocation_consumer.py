@@ -2,8 +2,9 @@
 
 Per record, under the service's lock: decode, check the key, let the engine decide; input it
 refuses (or cannot decide: a poison message is our bug, never a stopped service) is
-dead-lettered; otherwise its work is carried out in the order of work; then the offset is
-committed. Only failures of the broker or of the service's own state stop the loop.
+dead-lettered; otherwise its work is carried out in the order of work, with the offset (in
+the same transaction under exactly-once); an event without work has its offset committed
+alone. Only failures of the broker or of the service's own state stop the loop.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from service.messages import topic_event_adapter
 from service.metrics import Metrics
 
 from .dead_letters import DeadLetters
+from .unit_of_work import Consumed
 from .worker import LoopControls, Worker
 
 log = logging.getLogger("rebalancer")
@@ -66,11 +68,17 @@ class AllocationConsumer:
                     async with self.lock:
                         if self.worker.ownership.needs_sync:
                             await self.worker.sync()
-                        await self.handle(record)
-                        await self.worker.unit.commit(self.consumer, tp, record.offset)
+                        await self.handle(record, Consumed(self.consumer, tp, record.offset))
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Decide one event and carry out what the engine says (or dead-letter it)."""
+    async def handle(self, record: ConsumerRecord[bytes, bytes], consumed: Consumed) -> None:
+        """Decide one event and carry out what the engine says (or dead-letter it); either
+        way its offset is committed (with the work, when there is some)."""
+        if not await self.carry_out(record, consumed):
+            await self.worker.unit.commit(consumed)
+
+    async def carry_out(self, record: ConsumerRecord[bytes, bytes], consumed: Consumed) -> bool:
+        """Decide one event and carry out its work with its offset; False when there was no
+        work to carry out (a dead letter, a duplicate) and the offset is yet to commit."""
         started = time.perf_counter()
         metrics = self.metrics
         metrics.events_consumed.inc()
@@ -82,20 +90,20 @@ class AllocationConsumer:
             work = self.engine.on_event(event, self.clock())
         except ValidationError as exc:
             await self.dead_letters.publish([(record, exc, describe(exc))])
-            return
+            return False
         except InputError as exc:
             await self.dead_letters.publish([(record, exc, str(exc))])
-            return
+            return False
         except Exception as exc:  # a poison message: our bug, but never a stopped service
             log.exception(
                 "deciding %s[%d]@%d failed", record.topic, record.partition, record.offset
             )
             reason = f"the service could not decide it: {exc!r}"
             await self.dead_letters.publish([(record, exc, reason)])
-            return
+            return False
         if work.duplicate:
             metrics.events_duplicate.inc()
-            return
+            return False
         if work.superseded:
             metrics.policy_superseded.inc()
             log.info("policy event %s measured before its world's latest plan", event.event_id)
@@ -106,10 +114,11 @@ class AllocationConsumer:
                 "planned from the state",
                 event.event_id,
             )
-        await self.worker.carry_out(work)
+        await self.worker.carry_out(work, consumed)
         if work.held_worlds:
             # one count per event, labelled with all its reasons (as its held record says)
             metrics.events_held.labels(", ".join(work.held_reasons)).inc()
         if work.plan is not None:
             metrics.events_planned.inc()
         metrics.plan_latency.observe(time.perf_counter() - started)
+        return True

@@ -107,15 +107,25 @@ class KafkaClients:
 
     def producer(self, **options: Any) -> AIOKafkaProducer:
         """A producer; idempotent where the broker keeps producer state, unless the caller
-        says otherwise (``enable_idempotence``)."""
+        says otherwise (``enable_idempotence``), and always when it is transactional."""
         options.setdefault("client_id", self.client_id)
         options.setdefault("enable_idempotence", self.features.idempotent_producer)
+        if options.get("transactional_id") is not None:
+            options["enable_idempotence"] = True  # a transactional producer is idempotent
         if options["enable_idempotence"]:
             options["acks"] = "all"
         return AIOKafkaProducer(**self.connection(), **options)
 
+    @property
+    def isolation_level(self) -> str:
+        """What consumers read by default: only committed transactions where the broker has
+        them (an exactly-once service writes in transactions; records written without one
+        are read as soon as they are written either way)."""
+        return "read_committed" if self.features.transactions else "read_uncommitted"
+
     def consumer(self, *topics: str, **options: Any) -> AIOKafkaConsumer:
         options.setdefault("client_id", self.client_id)
+        options.setdefault("isolation_level", self.isolation_level)
         return AIOKafkaConsumer(*topics, **self.connection(), **options)
 
     def admin(self) -> AIOKafkaAdminClient:

@@ -57,6 +57,11 @@ class Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         mine, n = self.assigned()
         return bool(n) and partition_of(portfolio_id.encode(), n) in mine
 
+    def partition_for(self, portfolio_id: str) -> int | None:
+        """The allocation partition of a portfolio; None while the partitions are unknown."""
+        _, n = self.assigned()
+        return partition_of(portfolio_id.encode(), n) if n else None
+
     def owned(self, portfolio_ids: Iterable[str]) -> set[str]:
         """The portfolios among ``portfolio_ids`` that this instance owns."""
         mine, n = self.assigned()

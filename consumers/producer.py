@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiokafka import TopicPartition
 from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -95,12 +96,14 @@ class OutputProducer:
         client_id: str,
         writer_id: str,
         compression: str = "zstd",
+        transactional_id: str | None = None,
     ) -> None:
         self.topics = topics
         self.writer = writer_id.encode()
         self._partitioner = CachingPartitioner()
         self._producer = clients_of(servers).producer(
             client_id=client_id,
+            transactional_id=transactional_id,
             acks="all",
             linger_ms=0,
             compression_type=None if compression == "none" else compression,
@@ -114,6 +117,22 @@ class OutputProducer:
 
     async def stop(self) -> None:
         await self._producer.stop()
+
+    async def begin_transaction(self) -> None:
+        await self._producer.begin_transaction()
+
+    async def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group_id: str
+    ) -> None:
+        """Commit ``offsets`` for ``group_id`` with the transaction, not before it."""
+        await self._producer.send_offsets_to_transaction(offsets, group_id)
+
+    async def commit_transaction(self) -> None:
+        """Flush what the transaction holds and commit it, all or nothing."""
+        await self._producer.commit_transaction()
+
+    async def abort_transaction(self) -> None:
+        await self._producer.abort_transaction()
 
     async def batch(
         self,

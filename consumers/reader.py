@@ -2,7 +2,8 @@
 
 Used for the global tables (snapshots, the changelog). "Caught up" means the position reached
 the end offsets on Apache Kafka, and the high watermark that the last fetch reported on the
-embedded broker, which reports ``end_offsets`` wrongly after multi-record batches.
+embedded broker, which reports ``end_offsets`` wrongly after multi-record batches. On Apache
+Kafka readers read committed records only, so the end is the last stable offset.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class TopicReader:
         self.topic = topic
         self.handle = handle
         self._clients = clients_of(servers)
+        self._committed = self._clients.isolation_level == "read_committed"
         self._consumer = self._clients.consumer(
             client_id=client_id,
             group_id=None,
@@ -57,9 +59,16 @@ class TopicReader:
             self.records_read += len(records)
         self._rounds += 1
 
+    def _end(self, tp: TopicPartition) -> int | None:
+        """Where reading ends for now: the high watermark, or under ``read_committed`` the
+        last stable offset (a transaction still open stops reading there)."""
+        consumer = self._consumer
+        end = consumer.last_stable_offset(tp) if self._committed else consumer.highwater(tp)
+        return None if end is None else int(end)
+
     async def _behind(self) -> bool:
         for tp in self._partitions:
-            high = self._consumer.highwater(tp)
+            high = self._end(tp)
             if high is None or await self._consumer.position(tp) < high:
                 return True
         return False
@@ -101,7 +110,7 @@ class TopicReader:
         """Records behind the last reported high watermark, per partition."""
         out = {}
         for tp in self._partitions:
-            high = self._consumer.highwater(tp)
+            high = self._end(tp)
             if high is not None:
                 out[tp.partition] = max(0, high - await self._consumer.position(tp))
         return out

@@ -6,13 +6,17 @@ Each step is acknowledged by the broker before the next starts:
 2. the intents,
 3. the plan record (and held records),
 4. the new state, which clears the write-ahead,
-5. the offset of the event, when the work came from one.
+5. the offset of the event, when the work came from one (``Consumed``).
 
 A crash between any two steps leaves what a restart needs: a write-ahead found on restart is
 republished as it was (``RebalanceEngine.resume`` rebuilds the same intents and record from
 it); an event found applied is skipped; otherwise the event is read again and planned on
 unchanged state with the same ids. Tests kill the process at each step through ``FaultHook``,
 which the entry point passes in.
+
+That is the at-least-once guarantee: a crash may publish a plan's intents twice (the same
+ids and bytes). ``transactions.TransactionalUnitOfWork`` does the same work as one Kafka
+transaction instead (exactly-once); both answer to ``Unit``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -57,11 +62,42 @@ def no_faults(step: Step) -> None:
 
 
 @dataclass(frozen=True)
+class Consumed:
+    """The event a piece of work came from: its offset is committed with the work."""
+
+    consumer: AIOKafkaConsumer
+    tp: TopicPartition
+    offset: int
+
+    @property
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """What to commit: the offset of the next event to read."""
+        return {self.tp: self.offset + 1}
+
+
+@dataclass(frozen=True)
 class Published:
     """What carrying out one piece of work put on the topics."""
 
     intents: int
     record_statuses: tuple[str, ...]
+
+
+class Unit(Protocol):
+    """Carries out the engine's ``Work`` and commits the offsets of the events it came from."""
+
+    async def carry_out(self, work: Work, consumed: Consumed | None = None) -> Published:
+        """Write what ``work`` says and, when it came from an event, commit its offset."""
+        ...
+
+    async def commit(self, consumed: Consumed) -> None:
+        """Commit the offset of an event that needed no work (a duplicate, a dead letter)."""
+        ...
+
+    async def take_over(self, partitions: set[int]) -> None:
+        """Called when the assigned allocation partitions change, before the changelog is
+        read: whatever the previous owner of a partition left unfinished must be settled."""
+        ...
 
 
 class UnitOfWork:
@@ -74,8 +110,9 @@ class UnitOfWork:
         self.state = state
         self.fault = fault
 
-    async def carry_out(self, work: Work) -> Published:
-        """Write-ahead, intents, records, state; each acknowledged before the next."""
+    async def carry_out(self, work: Work, consumed: Consumed | None = None) -> Published:
+        """Write-ahead, intents, records, state, then the event's offset; each acknowledged
+        before the next."""
         producer = self.producer
         intents: Outgoing | None = None
         if work.pending is not None:
@@ -98,15 +135,25 @@ class UnitOfWork:
         await producer.write_changelog(work.state)
         self.state.apply_all(work.state)
         self.fault(Step.AFTER_STATE)
-        statuses = tuple(str(r.get("status", "planned")) for r in work.records)
-        return Published(published, statuses)
+        if consumed is not None:
+            await self.commit(consumed)
+        return Published(published, statuses_of(work))
 
-    async def commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    async def commit(self, consumed: Consumed) -> None:
         """Commit an event's offset once its work is carried out. A failed commit (the
         partition moved in a rebalance) only means the next owner reads the event again and
         finds it applied."""
         try:
             self.fault(Step.BEFORE_COMMIT)
-            await consumer.commit({tp: offset + 1})
+            await consumed.consumer.commit(consumed.next_offsets)
         except CommitFailedError as exc:
             log.warning("commit failed (partition moved?): %s", exc)
+
+    async def take_over(self, partitions: set[int]) -> None:
+        """Nothing to settle: a plan the previous owner left half written is finished from
+        its write-ahead, which the sync that follows reads."""
+
+
+def statuses_of(work: Work) -> tuple[str, ...]:
+    """The statuses of the records a piece of work publishes, for the metrics."""
+    return tuple(str(r.get("status", "planned")) for r in work.records)

@@ -18,7 +18,7 @@ from service.state.allocations import AllocationState
 
 from .ownership import Ownership
 from .reader import TopicReader
-from .unit_of_work import UnitOfWork
+from .unit_of_work import Consumed, Unit
 
 log = logging.getLogger("rebalancer")
 
@@ -39,7 +39,7 @@ class Worker:
     def __init__(
         self,
         engine: RebalanceEngine,
-        unit: UnitOfWork,
+        unit: Unit,
         ownership: Ownership,
         changelog: TopicReader,
         metrics: Metrics,
@@ -57,9 +57,10 @@ class Worker:
         names = {p for p, _ in state.worlds} | set(state.portfolios) | set(state.pending)
         return self.ownership.owned(names)
 
-    async def carry_out(self, work: Work) -> None:
-        """Carry out a work in the order of work, and count what it published."""
-        published = await self.unit.carry_out(work)
+    async def carry_out(self, work: Work, consumed: Consumed | None = None) -> None:
+        """Carry out a work in the order of work (with the offset of the event it came
+        from), and count what it published."""
+        published = await self.unit.carry_out(work, consumed)
         if published.intents:
             self.metrics.intents_published.inc(published.intents)
         for status in published.record_statuses:
@@ -70,6 +71,7 @@ class Worker:
         writes) and finish any plan it left half published. A write-ahead that cannot be read
         raises ``ChangelogError``: the service stops rather than forget the plan."""
         self.ownership.needs_sync = False
+        await self.unit.take_over(self.ownership.assigned()[0])
         await self.changelog.caught_up()
         owned = self.owned_portfolios()
         for portfolio_id in sorted(self.state.pending):

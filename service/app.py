@@ -32,7 +32,12 @@ from consumers.producer import OutputProducer
 from consumers.reader import TopicReader
 from consumers.release_loop import Gauges, ReleaseLoop
 from consumers.topics import ensure_topics
-from consumers.unit_of_work import FaultHook, Step, UnitOfWork, no_faults
+from consumers.transactions import (
+    PartitionProducers,
+    TransactionalUnitOfWork,
+    require_transactions,
+)
+from consumers.unit_of_work import FaultHook, Step, Unit, UnitOfWork, no_faults
 from consumers.worker import LoopControls, Worker
 
 from .engine import EngineOptions, RebalanceEngine
@@ -136,10 +141,12 @@ class RebalancerApp:
         log.info(
             "connected to %s (%s)",
             self.bootstrap_servers,
-            "Apache Kafka: idempotent producer, exact end offsets"
+            "Apache Kafka: idempotent producer, transactions, exact end offsets"
             if features.full_kafka
             else "embedded broker: no idempotent producer, end offsets from fetches",
         )
+        if self.exactly_once:
+            require_transactions(features, self.bootstrap_servers)
         servers = self.clients
         await self._started(self.http)
         created = await ensure_topics(settings, servers)
@@ -170,7 +177,7 @@ class RebalancerApp:
         )
         self.worker = Worker(
             self.engine,
-            UnitOfWork(self.producer, self.state, self._fault),
+            await self._unit_of_work(),
             self.ownership,
             self.changelog_reader,
             self.metrics,
@@ -188,6 +195,22 @@ class RebalancerApp:
         # The changelog is not followed: each instance writes only the state of portfolios it
         # owns, so others' writes matter only when ownership moves, and a sync catches up then.
         await self._start_consuming(servers)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.settings.processing_guarantee == "exactly_once"
+
+    async def _unit_of_work(self) -> Unit:
+        """How work is written: in the order of work with a write-ahead (at-least-once), or
+        one transaction per piece of work (exactly-once)."""
+        if not self.exactly_once:
+            return UnitOfWork(self.producer, self.state, self._fault)
+        producers = PartitionProducers(self.clients, self.settings, writer_id=self.writer_id)
+        await self._started(producers)
+        log.info("processing guarantee: exactly-once (one transaction per piece of work)")
+        return TransactionalUnitOfWork(
+            producers, self.ownership, self.state, self.settings.group_id, self._fault
+        )
 
     async def _start_policies(self, servers: KafkaClients) -> None:
         """The policy producer (policy events go to the allocation topic) and loop."""

@@ -62,7 +62,8 @@ class Metrics:
         )
         self.plan_latency = Histogram(
             "rebalancer_plan_latency_seconds",
-            "From reading an event (or releasing held work) to its state written.",
+            "From reading an event (or releasing held work) to its work written and its "
+            "offset committed.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )

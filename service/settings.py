@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     compression: Literal["none", "zstd", "lz4", "gzip"] = Field(
         default="zstd", description="Compression of everything the service publishes."
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="at_least_once: a crash may publish a plan's intents again (the same ids "
+        "and bytes). exactly_once (Apache Kafka only): a plan's intents, records, state and its "
+        "event's offset are one transaction, so read_committed consumers see each once.",
+    )
     plan_settle_timeout_ms: int = Field(default=600_000, gt=0)
     max_snapshot_age_ms: int | None = Field(default=None, gt=0)
     max_clock_skew_ms: int = Field(

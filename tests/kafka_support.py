@@ -100,6 +100,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "REBALANCER_PLANNER": settings.planner.model_dump_json(),
         "REBALANCER_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "REBALANCER_TOPIC_REPLICATION": str(settings.topic_replication),
+        "REBALANCER_PROCESSING_GUARANTEE": settings.processing_guarantee,
     }
     if settings.topic_min_insync_replicas is not None:
         env["REBALANCER_TOPIC_MIN_INSYNC_REPLICAS"] = str(settings.topic_min_insync_replicas)
@@ -139,13 +140,17 @@ class Feed:
 class Tail:
     """Reads a topic from the beginning, collecting decoded values, until a condition holds."""
 
-    def __init__(self, servers: str | KafkaClients, topic: str) -> None:
+    def __init__(
+        self, servers: str | KafkaClients, topic: str, isolation_level: str | None = None
+    ) -> None:
         self.topic = topic
-        self.consumer = clients_of(servers).consumer(
+        clients = clients_of(servers)
+        self.consumer = clients.consumer(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             group_id=None,
             fetch_max_wait_ms=50,
+            isolation_level=isolation_level or clients.isolation_level,
         )
         self.records: list[Any] = []
         self.keys: list[bytes | None] = []

@@ -210,6 +210,7 @@ class Effects:
         )
         return Work(
             Outcome.PLANNED,
+            portfolio_id=portfolio_id,
             state=[*state, (pending_key(portfolio_id), None)],
             records=[record],
             plan=plan,
@@ -265,7 +266,13 @@ def resume(pending: PendingPlan) -> Work:
     ]
     state.append((portfolio_key(portfolio_id), encode(pending.portfolio)))
     state.append((pending_key(portfolio_id), None))
-    return Work(Outcome.RESUMED, state=state, records=[record], intents_from=record)
+    return Work(
+        Outcome.RESUMED,
+        portfolio_id=portfolio_id,
+        state=state,
+        records=[record],
+        intents_from=record,
+    )
 
 
 def run_planner(planner: Rebalancer, context: PlanningContext) -> Plan:

@@ -77,7 +77,9 @@ class PolicyCorrections:
         if flight is not None and flight.planned_at >= event.occurred_at:
             # the world was planned after the runner measured it: what it saw has moved
             return Work(
-                Outcome.SUPERSEDED, state=[(portfolio_key(portfolio_id), encode(portfolio))]
+                Outcome.SUPERSEDED,
+                portfolio_id=portfolio_id,
+                state=[(portfolio_key(portfolio_id), encode(portfolio))],
             )
         check_policy(event, ws, portfolio)
         triggers = [*ws.policy_triggers, event.occurred_at][-POLICY_TRIGGERS_KEPT:]
@@ -109,6 +111,7 @@ class PolicyCorrections:
             freed = ws.model_copy(update={"held": None})
             return Work(
                 Outcome.DROPPED,
+                portfolio_id=ws.portfolio_id,
                 state=[(world_key(ws.portfolio_id, ws.world_id), encode(freed))],
                 why=str(exc),
             )

@@ -56,6 +56,9 @@ class Work:
     from which the plan is finished as it was."""
 
     outcome: Outcome
+    portfolio_id: str | None = None
+    """The portfolio the work writes for (its allocation partition is the one whose
+    transaction carries it under exactly-once); None for work that writes nothing."""
     state: list[Record] = field(default_factory=list)
     records: list[Json] = field(default_factory=list)
     plan: Plan | None = None
@@ -76,6 +79,7 @@ class Work:
         """Work that only holds: the held record published, the held state written."""
         return cls(
             Outcome.HELD,
+            portfolio_id=held.record["portfolio_id"],
             state=state,
             records=[held.record],
             held_worlds=held.worlds,

@@ -12,6 +12,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.clients import partitions_of
+from consumers.unit_of_work import Step
 from service.app import FAULT_STEPS
 from service.settings import Settings
 from tests.kafka_support import Feed, Tail, fresh_settings
@@ -45,11 +46,13 @@ async def send_events(settings: Settings, events: list[dict[str, Any]]) -> None:
             await feed.event(settings.topics.allocations, e)
 
 
-async def outputs(settings: Settings, n_plans: int) -> tuple[list[Any], list[Any]]:
+async def outputs(
+    settings: Settings, n_plans: int, isolation_level: str | None = None
+) -> tuple[list[Any], list[Any]]:
     """Plan records (status planned) until ``n_plans`` distinct events are planned, and every
-    intent published so far."""
+    intent published so far (read with ``isolation_level``)."""
     servers = settings.bootstrap_servers or ""
-    async with Tail(servers, settings.topics.plans) as plans:
+    async with Tail(servers, settings.topics.plans, isolation_level) as plans:
         await plans.until(
             lambda rs: (
                 len({e for r in rs if r["status"] == "planned" for e in r["coalesced_event_ids"]})
@@ -58,7 +61,7 @@ async def outputs(settings: Settings, n_plans: int) -> tuple[list[Any], list[Any
             timeout=90,
         )
         await plans.quiet(0.3)
-    async with Tail(servers, settings.topics.intents) as intents:
+    async with Tail(servers, settings.topics.intents, isolation_level) as intents:
         expected = {i for r in plans.records for i in r["intent_ids"]}
         await intents.until(lambda rs: expected <= {i["intent_id"] for i in rs})
         await intents.quiet(0.3)
@@ -90,13 +93,10 @@ def strip_time(intent: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in intent.items() if k not in {"created_at", "expires_at"}}
 
 
-@pytest.mark.parametrize("step", FAULT_STEPS)
-async def test_killed_at_each_step_restarts_with_the_same_plans(
-    step: str, bootstrap_servers: str, reference: dict[str, Any], tmp_path: Path
-) -> None:
-    settings = fresh_settings(bootstrap_servers)
+async def killed_at(step: str, settings: Settings, log: Path) -> ServiceProcess:
+    """A service that kills itself at ``step`` of the first event's work (seeded, then sent
+    ``EVENTS``), seen dead; then its successor on the same settings, ready."""
     await seed(settings)
-    log = tmp_path / "service.log"
     doomed = ServiceProcess(settings, log, REBALANCER_FAULT_KILL_AT=step)
     await doomed.ready()
     await send_events(settings, EVENTS)
@@ -105,6 +105,19 @@ async def test_killed_at_each_step_restarts_with_the_same_plans(
     survivor = ServiceProcess(settings, log)
     try:
         await survivor.ready()
+    except BaseException:
+        survivor.stop()
+        raise
+    return survivor
+
+
+@pytest.mark.parametrize("step", FAULT_STEPS)
+async def test_killed_at_each_step_restarts_with_the_same_plans(
+    step: str, bootstrap_servers: str, reference: dict[str, Any], tmp_path: Path
+) -> None:
+    settings = fresh_settings(bootstrap_servers)
+    survivor = await killed_at(step, settings, tmp_path / "service.log")
+    try:
         plans, intents = await outputs(settings, len(EVENTS))
     finally:
         survivor.stop()
@@ -120,6 +133,46 @@ async def test_killed_at_each_step_restarts_with_the_same_plans(
     for intent in intents:
         copies.setdefault(intent["intent_id"], []).append(intent)
     assert all(all(c == group[0] for c in group) for group in copies.values())
+
+
+EXACTLY_ONCE_STEPS = tuple(s for s in FAULT_STEPS if s != Step.AFTER_PENDING)
+"""Where an exactly-once service can be killed: a transaction needs no write-ahead."""
+
+
+@pytest.mark.kafka_only
+@pytest.mark.parametrize("step", EXACTLY_ONCE_STEPS)
+async def test_exactly_once_killed_at_each_step_publishes_each_intent_once(
+    step: str, bootstrap_servers: str, reference: dict[str, Any], tmp_path: Path
+) -> None:
+    settings = fresh_settings(bootstrap_servers, processing_guarantee="exactly_once")
+    survivor = await killed_at(step, settings, tmp_path / "service.log")
+    try:
+        plans, intents = await outputs(settings, len(EVENTS), "read_committed")
+        # what the killed instance wrote is on the topic, uncommitted and then aborted
+        async with Tail(bootstrap_servers, settings.topics.intents, "read_uncommitted") as raw:
+            await raw.count(len(intents) + 1)
+    finally:
+        survivor.stop()
+    assert "processing guarantee: exactly-once" in survivor.output()
+    # every event has exactly one plan record, with the ids of the crash-free run
+    assert len(plans) == len(EVENTS)
+    assert by_event(plans) == reference["plans"]
+    # and read_committed, every intent of the reference exactly once, identical but for time
+    ref_intents = reference["intents"]
+    assert sorted(i["intent_id"] for i in intents) == sorted(ref_intents)
+    for intent in intents:
+        assert strip_time(intent) == strip_time(ref_intents[intent["intent_id"]])
+
+
+async def test_exactly_once_is_refused_by_the_embedded_broker(tmp_path: Path) -> None:
+    # no bootstrap servers: the service starts its embedded broker, which has no transactions
+    settings = fresh_settings("", processing_guarantee="exactly_once")
+    service = ServiceProcess(settings, tmp_path / "service.log")
+    assert await service.exited() == 4
+    output = service.output()
+    assert "error: cannot use the Kafka brokers: processing_guarantee = 'exactly_once' " in output
+    assert "needs Kafka transactions" in output
+    assert "Traceback" not in output
 
 
 async def test_restart_restores_allocations_from_the_changelog(
