@@ -40,13 +40,16 @@ from consumers.transactions import (
 from consumers.unit_of_work import FaultHook, Step, Unit, UnitOfWork, no_faults
 from consumers.worker import LoopControls, Worker
 
+from .api.auth import Authenticator, check_exposure
+from .api.routes import build_app
+from .api.server import ApiServer
 from .engine import EngineOptions, RebalanceEngine
-from .http import OpsServer
 from .live.runner import PolicyRunner
 from .metrics import Metrics
 from .runtime import freeze_startup_heap
 from .settings import Settings
 from .state.allocations import AllocationState, ChangelogError
+from .state.read_model import ReadModel
 from .state.snapshots import SnapshotTable
 
 log = logging.getLogger("rebalancer")
@@ -57,6 +60,10 @@ FAULT_STEPS = tuple(step.value for step in Step)
 ALLOCATION_FETCH_WAIT_MS = 5
 """Short fetch waits on the allocation topic: an event is picked up within milliseconds even
 where the broker does not answer a waiting fetch as soon as data arrives."""
+
+
+STOP_AFTER_FAILURE_S = 15.0
+"""How long the parts get to stop when the service stops because something failed."""
 
 
 def now_ms() -> int:
@@ -110,9 +117,17 @@ class RebalancerApp:
         self.ready = False
         self.broker: EmbeddedBroker | None = None
         self.bootstrap_servers = settings.bootstrap_servers or ""
-        self.http = OpsServer(
-            self.metrics, lambda: self.ready, settings.http_host, settings.http_port
+        self.read_model = ReadModel()
+        check_exposure(settings.http_host, settings.api)
+        authenticator = Authenticator(settings.api)
+        self.http = ApiServer(
+            build_app(self, authenticator), settings.http_host, settings.http_port
         )
+        if authenticator.open:
+            log.warning(
+                "api.tokens is empty: the API on %s (loopback) treats every caller as admin",
+                settings.http_host,
+            )
         self._fault = fault
         self._restored = False
         self._stopping = asyncio.Event()
@@ -120,6 +135,10 @@ class RebalancerApp:
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self.policies: PolicyLoop | None = None
+
+    def is_ready(self) -> bool:
+        """Restored and consuming (``/readyz``)."""
+        return self.ready
 
     async def _started(self, part: _Startable) -> None:
         await part.start()
@@ -175,6 +194,9 @@ class RebalancerApp:
         self.changelog_reader = TopicReader(
             servers, topics.changelog, self._on_changelog_records, client_id=client
         )
+        self.plans_reader = TopicReader(
+            servers, topics.plans, self._on_plan_records, client_id=f"{client}-reads"
+        )
         self.worker = Worker(
             self.engine,
             await self._unit_of_work(),
@@ -192,8 +214,13 @@ class RebalancerApp:
             "restored %d snapshots and %d world states", len(self.snapshots), len(self.state.worlds)
         )
         self.snapshot_reader.follow()
-        # The changelog is not followed: each instance writes only the state of portfolios it
-        # owns, so others' writes matter only when ownership moves, and a sync catches up then.
+        # The changelog is followed for the read model (every instance answers reads for
+        # every portfolio). The worker's state takes the others' writes too: each instance
+        # writes only what it owns, so they are of portfolios it does not own (a sync, when
+        # ownership moves, waits until the previous owner's are in).
+        self.changelog_reader.follow()
+        await self._started(self.plans_reader)
+        self.plans_reader.follow()  # history loads in the background; reads show what is in
         await self._start_consuming(servers)
 
     @property
@@ -272,12 +299,20 @@ class RebalancerApp:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        await self.start()
-        stopped = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait([stopped, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in self._tasks:
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        try:
+            await self.start()
+            stopped = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait([stopped, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in self._tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        except BaseException:
+            # after a failed start or loop, the parts already started (the embedded broker's
+            # process among them) are stopped too, not left behind; briefly, as the broker
+            # may be what failed
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.stop(), STOP_AFTER_FAILURE_S)
+            raise
         await self.stop()
 
     async def stop(self) -> None:
@@ -310,10 +345,23 @@ class RebalancerApp:
         """Apply state records. One that cannot be read stops the service (``ChangelogError``
         names it): skipping it would forget a world, or a plan half published."""
         for record in records:
-            if self._restored and ("writer", self.producer.writer) in tuple(record.headers or ()):
-                continue  # our own write, applied when we made it
             try:
+                self.read_model.apply_changelog(record.key or b"", record.value)
+                if self._restored and ("writer", self.producer.writer) in tuple(
+                    record.headers or ()
+                ):
+                    continue  # our own write, applied when we made it
                 self.state.apply(record.key or b"", record.value)
             except ChangelogError as exc:
                 where = f"{record.topic}[{record.partition}]@{record.offset}"
                 raise ChangelogError(f"{where}: {exc}") from None
+
+    def _on_plan_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Plan records into the read model's history. One that cannot be read is skipped
+        (logged): the history is for reading, and the service did not write it this way."""
+        for record in records:
+            try:
+                self.read_model.apply_plan(record.value)
+            except ValueError as exc:
+                where = f"{record.topic}[{record.partition}]@{record.offset}"
+                log.warning("plan record %s not added to the history: %s", where, exc)

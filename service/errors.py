@@ -26,7 +26,7 @@ _REPR.maxlevel = 3
 _REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
 
 
-SECRET_FIELDS = frozenset({"password", "key_password", "secret", "token", "tokens"})
+SECRET_FIELDS = frozenset({"password", "key_password", "secret", "token", "tokens", "sha256"})
 """Fields whose values an error message never shows (nor a dict holding them)."""
 
 HIDDEN = "**********"

@@ -110,6 +110,51 @@ class Security(BaseModel):
         return self
 
 
+Role = Literal["viewer", "operator", "approver", "admin"]
+
+
+class ApiToken(BaseModel):
+    """A bearer token the API accepts, by the SHA-256 of the token (never the token itself):
+    ``printf %s "$TOKEN" | sha256sum``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Role
+    sha256: str = Field(
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Hex SHA-256 of the token (64 hex digits), not the token.",
+    )
+
+    @model_validator(mode="after")
+    def _lower(self) -> ApiToken:
+        object.__setattr__(self, "sha256", self.sha256.lower())
+        return self
+
+
+class ApiSettings(BaseModel):
+    """The operator API (``/v1``): who may call it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens: list[ApiToken] = Field(
+        default_factory=list,
+        description="Accepted bearer tokens, by SHA-256, each with a name and a role. With "
+        "none, the API serves only a loopback address, where every request is admin.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> ApiSettings:
+        names = [t.name for t in self.tokens]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"tokens: the names {', '.join(doubled)} are used more than once")
+        hashes = [t.sha256 for t in self.tokens]
+        if len(set(hashes)) < len(hashes):
+            raise ValueError("tokens: two tokens have the same sha256 (one token, two names?)")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the service and CLI can be configured with."""
 
@@ -175,6 +220,7 @@ class Settings(BaseSettings):
     release_check_interval_ms: int = Field(default=1_000, gt=0)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    api: ApiSettings = ApiSettings()
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
     policies: PolicySettings = PolicySettings()

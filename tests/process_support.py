@@ -16,14 +16,54 @@ from tests.kafka_support import settings_env
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def http_get(port: int, path: str) -> tuple[int, str]:
+async def http_request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request over a real socket (``Connection: close``): status, headers
+    (lower-case names) and body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
     await writer.drain()
-    raw = await reader.read()
+    raw = await asyncio.wait_for(reader.read(), timeout=30)
     writer.close()
-    head, _, body = raw.decode().partition("\r\n\r\n")
-    return int(head.split(" ", 2)[1]), body
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    found = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        found[name.strip().lower()] = value.strip()
+    if found.get("transfer-encoding") == "chunked":
+        payload = _unchunk(payload)
+    return int(status_line.split(" ", 2)[1]), found, payload
+
+
+def _unchunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return out
+
+
+async def http_get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
+    status, _, body = await http_request(port, "GET", path, token=token)
+    return status, body.decode()
 
 
 class ServiceProcess:

@@ -11,7 +11,14 @@ import pytest
 from service.errors import InputError
 from service.live.config import PolicySettings
 from service.planner import PlannerOptions
-from service.settings import DEFAULT_CONFIG, Security, Settings, Topics, load_settings
+from service.settings import (
+    DEFAULT_CONFIG,
+    ApiSettings,
+    Security,
+    Settings,
+    Topics,
+    load_settings,
+)
 
 
 def test_default_toml_states_the_code_defaults() -> None:
@@ -19,7 +26,8 @@ def test_default_toml_states_the_code_defaults() -> None:
     assert PlannerOptions.model_validate(data["planner"]) == PlannerOptions()
     assert PolicySettings.model_validate(data["policies"]) == PolicySettings()
     assert Security.model_validate(data["security"]) == Security()
-    sections = {"planner", "topics", "policies", "security"}
+    assert ApiSettings.model_validate(data["api"]) == ApiSettings()
+    sections = {"planner", "topics", "policies", "security", "api"}
     defaults = {
         name: field.default for name, field in Settings.model_fields.items() if name not in sections
     }

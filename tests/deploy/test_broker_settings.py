@@ -1,11 +1,16 @@
-"""The broker the tests run (deploy/kafka/run) and the one docker-compose.yml starts have the
-same version and settings: each shared setting of broker.properties is a KAFKA_* variable of
-the compose file with the same value, and the compose file's image is the launcher's Kafka."""
+"""docker-compose.yml, which Docker cannot run here, checked against what is tested: its broker
+has the version and settings of the one the tests run (deploy/kafka/run: each shared setting of
+broker.properties is a KAFKA_* variable with the same value), and its service's settings load."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
+
+from service.api.auth import check_exposure
+from service.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_NODE = {
@@ -55,3 +60,17 @@ def test_compose_runs_the_launchers_kafka_version() -> None:
     image = re.search(r"image:\s*apache/kafka:(\S+)", (ROOT / "docker-compose.yml").read_text())
     assert image is not None
     assert image.group(1) == version.group(1)
+
+
+def test_the_compose_service_settings_load_and_may_listen_beyond_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    pairs = re.findall(r"^\s+(REBALANCER_[A-Z0-9_]+):\s*(.+?)\s*$", text, flags=re.M)
+    assert pairs
+    for name, value in pairs:
+        monkeypatch.setenv(name, value.strip("'\""))
+    settings = load_settings()
+    assert settings.http_host == "0.0.0.0"
+    check_exposure(settings.http_host, settings.api)  # refused if it had no tokens
+    assert [t.role for t in settings.api.tokens] == ["admin"]

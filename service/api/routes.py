@@ -1,0 +1,219 @@
+"""The HTTP application: the operations endpoints and the ``/v1`` API, over a ``Backend``.
+
+Every ``/v1`` route names the permission it needs (``auth.Permission``); the caller's token
+decides (401 without a valid token, 403 when its role lacks the permission). Responses are
+pydantic models, so ``/openapi.json`` describes each of them.
+"""
+
+
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..metrics import Metrics
+from ..state.allocations import HeldChange, InFlight
+from ..state.read_model import CursorError, PlanSummary, ReadModel
+from .auth import Authenticator, ForbiddenError, Permission, Principal, UnauthenticatedError
+
+
+class Backend(Protocol):
+    """What the running service offers the API."""
+
+    metrics: Metrics
+    read_model: ReadModel
+
+    def is_ready(self) -> bool: ...
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class Caller(BaseModel):
+    name: str
+    role: str
+
+
+class WorldView(BaseModel):
+    world_id: str
+    alloc: float | None = Field(description="The world's allocation (share of equity).")
+    strategy_alloc: dict[str, float]
+    in_flight: InFlight | None = Field(description="The plan the world waits to reach, if any.")
+    held: HeldChange | None = Field(description="A change that waits, and why.")
+
+
+class PortfolioView(BaseModel):
+    portfolio_id: str
+    total_equity: float | None
+    worlds: list[WorldView]
+    plans_in_flight: list[str] = Field(description="Plans not yet reached, by id.")
+    plan_being_written: bool = Field(
+        description="A plan was written ahead and is being published (or was, by an owner "
+        "that stopped: the next owner finishes it)."
+    )
+
+
+class PortfolioList(BaseModel):
+    portfolios: list[PortfolioView]
+
+
+class PlanPage(BaseModel):
+    plans: list[PlanSummary]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No bearer token, or not a configured one."},
+    403: {"model": ErrorBody, "description": "The token's role does not allow this."},
+    422: {"model": ErrorBody, "description": "A parameter that is not valid."},
+}
+
+
+def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
+    """The application for one service instance."""
+    app = FastAPI(
+        title="rebalancer",
+        version="1",
+        description="Operations endpoints and the operator API of the rebalancing service.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    bearer = HTTPBearer(auto_error=False, description="An API token (api.tokens)")
+
+    @app.exception_handler(UnauthenticatedError)
+    async def _unauthenticated(_: Request, exc: UnauthenticatedError) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(ForbiddenError)
+    async def _forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=403)
+
+    def needs(permission: Permission) -> Any:
+        def check(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        ) -> Principal:
+            header = None if credentials is None else f"Bearer {credentials.credentials}"
+            return auth.authorize(header, permission)
+
+        return Depends(check)
+
+    reader = needs(Permission.READ)
+
+    @app.get("/metrics", response_class=Response, tags=["operations"])
+    def metrics() -> Response:
+        """Prometheus metrics (unauthenticated)."""
+        return Response(generate_latest(backend.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", response_class=PlainTextResponse, tags=["operations"])
+    def healthz() -> str:
+        """Alive (unauthenticated)."""
+        return "ok\n"
+
+    @app.get(
+        "/readyz",
+        response_class=PlainTextResponse,
+        tags=["operations"],
+        responses={503: {"description": "Still restoring state."}},
+    )
+    def readyz() -> PlainTextResponse:
+        """200 once state is restored and the consumer has joined (unauthenticated)."""
+        if backend.is_ready():
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse("restoring state\n", status_code=503)
+
+    @app.get("/v1/whoami", response_model=Caller, tags=["api"], responses=UNAUTHORIZED)
+    def whoami(caller: Annotated[Principal, reader]) -> Caller:
+        """The caller's token name and role."""
+        return Caller(name=caller.name, role=caller.role)
+
+    @app.get("/v1/portfolios", response_model=PortfolioList, tags=["api"], responses=UNAUTHORIZED)
+    def portfolios(_: Annotated[Principal, reader]) -> PortfolioList:
+        """Every portfolio the topics know, with its worlds."""
+        model = backend.read_model
+        return PortfolioList(portfolios=[portfolio_view(model, p) for p in model.portfolio_ids()])
+
+    @app.get(
+        "/v1/portfolios/{portfolio}",
+        response_model=PortfolioView,
+        tags=["api"],
+        responses={**UNAUTHORIZED, 404: {"model": ErrorBody}},
+    )
+    def portfolio(portfolio: str, _: Annotated[Principal, reader]) -> PortfolioView:
+        """One portfolio, with its worlds."""
+        model = backend.read_model
+        if portfolio not in model.portfolio_ids():
+            raise HTTPException(404, f"portfolio {portfolio!r} is not known")
+        return portfolio_view(model, portfolio)
+
+    @app.get(
+        "/v1/plans",
+        response_model=PlanPage,
+        tags=["api"],
+        responses=UNAUTHORIZED,
+    )
+    def plans(
+        _: Annotated[Principal, reader],
+        portfolio: str | None = None,
+        world: str | None = None,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> PlanPage:
+        """Plan history, newest first, paged."""
+        try:
+            found, after = backend.read_model.plans.page(
+                portfolio=portfolio, world=world, status=status, cursor=cursor, limit=limit
+            )
+        except CursorError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return PlanPage(plans=found, next_cursor=after)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": request_errors(exc)}, status_code=422)
+
+    return app
+
+
+def request_errors(exc: RequestValidationError) -> str:
+    """``where: what`` for each problem of a request (``query.limit: ...``)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def portfolio_view(model: ReadModel, portfolio_id: str) -> PortfolioView:
+    state = model.state
+    worlds = state.portfolio_worlds(portfolio_id)
+    return PortfolioView(
+        portfolio_id=portfolio_id,
+        total_equity=state.portfolio(portfolio_id).total_equity,
+        worlds=[
+            WorldView(
+                world_id=w.world_id,
+                alloc=w.alloc,
+                strategy_alloc=w.strategy_alloc,
+                in_flight=w.in_flight,
+                held=w.held,
+            )
+            for w in worlds
+        ],
+        plans_in_flight=sorted({w.in_flight.plan_id for w in worlds if w.in_flight}),
+        plan_being_written=portfolio_id in state.pending,
+    )

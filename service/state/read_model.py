@@ -1,0 +1,175 @@
+"""What any instance can tell about every portfolio, built from the topics (SPEC 7).
+
+The worker's ``AllocationState`` holds what this instance owns and is authoritative for it.
+The read model is a second copy fed with every changelog record (whoever wrote it) and with
+every plan record, so an instance answers reads for portfolios it does not own, and after a
+restart, as soon as it has read the topics again. It is only ever read by the API.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import msgspec
+from pydantic import BaseModel, ConfigDict
+
+from .allocations import AllocationState
+
+
+class PlanSummary(BaseModel):
+    """One plan record, without its per-key detail (which can be megabytes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: str
+    event_id: str
+    portfolio_id: str
+    status: str
+    worlds: list[str]
+    occurred_at: int
+    created_at: int
+    intents: int
+    coalesced_event_ids: list[str]
+    held_reason: str | None = None
+
+
+class _PlanHeader(msgspec.Struct):
+    """The fields of a plan record a summary needs; ``per_world`` is left undecoded (its
+    keys are the worlds), which keeps reading a large history cheap."""
+
+    plan_id: str
+    event_id: str
+    portfolio_id: str
+    occurred_at: int
+    created_at: int
+    status: str = "planned"
+    per_world: dict[str, msgspec.Raw] = {}
+    intent_ids: list[str] = []
+    coalesced_event_ids: list[str] = []
+    held_reason: str | None = None
+
+
+_plan_header = msgspec.json.Decoder(_PlanHeader)
+
+
+def plan_summary(value: bytes | None) -> PlanSummary:
+    """The summary of a plan record as published; ``ValueError`` if it is not one."""
+    if value is None:
+        raise ValueError("empty value (null)")
+    try:
+        head = _plan_header.decode(value)
+    except msgspec.MsgspecError as exc:
+        raise ValueError(f"not a plan record: {exc}") from None
+    held_reason = head.held_reason
+    return PlanSummary(
+        plan_id=head.plan_id,
+        event_id=head.event_id,
+        portfolio_id=head.portfolio_id,
+        status=head.status,
+        worlds=sorted(head.per_world) if head.per_world else _held_worlds(held_reason),
+        occurred_at=head.occurred_at,
+        created_at=head.created_at,
+        intents=len(head.intent_ids),
+        coalesced_event_ids=head.coalesced_event_ids,
+        held_reason=held_reason,
+    )
+
+
+def _held_worlds(reason: str | None) -> list[str]:
+    """A held record names its worlds in its reason: ``"<reasons>: worlds a, b"``."""
+    _, found, names = (reason or "").rpartition(": worlds ")
+    return sorted(n.strip() for n in names.split(",") if n.strip()) if found else []
+
+
+class CursorError(ValueError):
+    """A paging cursor this service did not hand out."""
+
+
+@dataclass
+class PlanHistory:
+    """Plan summaries, newest first, by ``(created_at, plan_id)``; a plan id seen again (a
+    record published twice) keeps its place and takes the newer status."""
+
+    _order: list[tuple[int, str]] = field(default_factory=list)
+    _by_id: dict[str, PlanSummary] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def add(self, summary: PlanSummary) -> None:
+        known = self._by_id.get(summary.plan_id)
+        self._by_id[summary.plan_id] = summary
+        if known is None:
+            bisect.insort(self._order, (summary.created_at, summary.plan_id))
+        elif known.created_at != summary.created_at:  # keep its first place
+            self._by_id[summary.plan_id] = summary.model_copy(
+                update={"created_at": known.created_at}
+            )
+
+    def get(self, plan_id: str) -> PlanSummary | None:
+        return self._by_id.get(plan_id)
+
+    def page(
+        self,
+        *,
+        portfolio: str | None = None,
+        world: str | None = None,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[PlanSummary], str | None]:
+        """Up to ``limit`` plans matching the filters, newest first, after ``cursor``; and the
+        cursor of the next page (None on the last)."""
+        end = len(self._order)
+        if cursor is not None:
+            end = bisect.bisect_left(self._order, _decode_cursor(cursor))
+        out: list[PlanSummary] = []
+        i = end - 1
+        while i >= 0 and len(out) < limit:
+            plan = self._by_id[self._order[i][1]]
+            if (
+                (portfolio is None or plan.portfolio_id == portfolio)
+                and (world is None or world in plan.worlds)
+                and (status is None or plan.status == status)
+            ):
+                out.append(plan)
+            i -= 1
+        more = i >= 0 and len(out) == limit
+        return out, (_encode_cursor(self._order[i + 1]) if more else None)
+
+
+def _encode_cursor(position: tuple[int, str]) -> str:
+    return f"{position[0]}.{position[1]}"
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    created, _, plan_id = cursor.partition(".")
+    if not created.isdigit() or not plan_id:
+        raise CursorError(f"cursor: {cursor[:80]!r} is not a cursor this service handed out")
+    return int(created), plan_id
+
+
+class ReadModel:
+    """The state of every portfolio and the plan history, as the topics tell them."""
+
+    def __init__(self) -> None:
+        self.state = AllocationState()
+        self.plans = PlanHistory()
+        self.changelog_records = 0
+        self.plan_records = 0
+
+    def apply_changelog(self, key: bytes, value: bytes | None) -> None:
+        """A changelog record, whoever wrote it. Raises ``ChangelogError`` as the worker's
+        state does (the service stops rather than show a state it cannot read)."""
+        self.state.apply(key, value)
+        self.changelog_records += 1
+
+    def apply_plan(self, value: bytes | None) -> None:
+        """A record of the plan topic (``ValueError`` if it is not a plan record)."""
+        self.plans.add(plan_summary(value))
+        self.plan_records += 1
+
+    def portfolio_ids(self) -> list[str]:
+        state = self.state
+        return sorted({p for p, _ in state.worlds} | set(state.portfolios))

@@ -1,0 +1,220 @@
+"""The HTTP API of a running service on a real broker, over real HTTP: who may call what, and
+what the reads show."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from service.api.auth import sha256_hex
+from service.app import RebalancerApp
+from service.settings import Settings
+from tests.kafka_support import Feed, Tail, fresh_settings
+from tests.process_support import ServiceProcess, http_request
+from tests.stream.test_stream_service import btc, snapshot, world_move
+
+ROLES = ("viewer", "operator", "approver", "admin")
+TOKENS = {role: f"{role}-{uuid.uuid4().hex}" for role in ROLES}
+CALLERS: dict[str, str | None] = {"no token": None, "wrong token": "not-a-token", **TOKENS}
+
+# (method, path, who may): every route of the API, as the table the roles are checked against
+ROUTES: list[tuple[str, str, set[str]]] = [
+    ("GET", "/v1/whoami", set(ROLES)),
+    ("GET", "/v1/portfolios", set(ROLES)),
+    ("GET", "/v1/portfolios/default", set(ROLES)),
+    ("GET", "/v1/plans", set(ROLES)),
+    ("GET", "/v1/plans?portfolio=default&status=planned&limit=5", set(ROLES)),
+]
+OPEN_ROUTES = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
+
+
+def api_settings(bootstrap_servers: str) -> Settings:
+    tokens = [
+        {"name": f"{role}-user", "role": role, "sha256": sha256_hex(token)}
+        for role, token in TOKENS.items()
+    ]
+    return fresh_settings(bootstrap_servers, api={"tokens": tokens})
+
+
+@pytest.fixture
+async def service(bootstrap_servers: str) -> AsyncIterator[RebalancerApp]:
+    app = RebalancerApp(api_settings(bootstrap_servers))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+async def call(
+    app: RebalancerApp, method: str, path: str, token: str | None = None
+) -> tuple[int, Any]:
+    status, headers, body = await http_request(app.http.port, method, path, token=token)
+    if headers.get("content-type", "").startswith("application/json"):
+        return status, orjson.loads(body)
+    return status, body.decode()
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy (reads follow the topics)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen in {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def plan_one_event(app: RebalancerApp, event_id: str = "e1") -> dict[str, Any]:
+    settings = app.settings
+    t, servers = settings.topics, settings.bootstrap_servers or ""
+    async with Feed(servers) as feed, Tail(servers, t.plans) as plans:
+        await feed.snapshot(t.snapshots, snapshot("a", "s1", [btc(0.6)]))
+        await feed.snapshot(t.snapshots, snapshot("b", "t1", [btc(0.3, venue="okx")]))
+        await app.snapshot_reader.caught_up()
+        await feed.event(t.allocations, world_move(event_id, {"a": 0.2}, {"a": 0.3}))
+        (record,) = await plans.count(1)
+    return record
+
+
+async def test_every_route_answers_each_caller_by_role(
+    service: RebalancerApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await plan_one_event(service)
+
+    async def known() -> bool:
+        status, _ = await call(service, "GET", "/v1/portfolios/default", TOKENS["admin"])
+        return status == 200
+
+    await until(known, "the portfolio in the read model")
+    for method, path, allowed in ROUTES:
+        for caller, token in CALLERS.items():
+            status, body = await call(service, method, path, token)
+            if token is None or caller == "wrong token":
+                assert (status, set(body)) == (401, {"error"}), (path, caller, body)
+            elif caller in allowed:
+                assert 200 <= status < 300, (path, caller, status, body)
+            else:
+                assert status == 403, (path, caller, status, body)
+    for method, path in OPEN_ROUTES:
+        assert (await call(service, method, path))[0] == 200, path
+    status, whoami = await call(service, "GET", "/v1/whoami", TOKENS["approver"])
+    assert whoami == {"name": "approver-user", "role": "approver"}
+    logged = caplog.text
+    for token in TOKENS.values():
+        assert token not in logged
+        assert sha256_hex(token) not in logged
+
+
+async def test_a_401_says_how_to_authenticate(service: RebalancerApp) -> None:
+    status, headers, body = await http_request(service.http.port, "GET", "/v1/portfolios")
+    assert status == 401
+    assert headers["www-authenticate"] == "Bearer"
+    assert orjson.loads(body) == {
+        "error": "a bearer token is required (Authorization: Bearer TOKEN)"
+    }
+    status, body = await call(service, "GET", "/v1/portfolios", TOKENS["viewer"] + "x")
+    assert (status, body) == (401, {"error": "the bearer token is not one this service accepts"})
+
+
+async def test_portfolio_and_plans_read_what_the_topics_say(service: RebalancerApp) -> None:
+    record = await plan_one_event(service)
+    viewer = TOKENS["viewer"]
+
+    async def with_plan() -> Any:
+        status, body = await call(service, "GET", "/v1/portfolios/default", viewer)
+        return body if status == 200 and body["plans_in_flight"] else None
+
+    portfolio = await until(with_plan, "the portfolio with its plan in flight")
+    assert portfolio["portfolio_id"] == "default"
+    assert portfolio["total_equity"] == 1_000_000.0
+    (world,) = portfolio["worlds"]
+    assert world["world_id"] == "a"
+    assert world["alloc"] == 0.2
+    assert world["in_flight"]["plan_id"] == record["plan_id"]
+    assert portfolio["plans_in_flight"] == [record["plan_id"]]
+    assert portfolio["plan_being_written"] is False
+    status, listing = await call(service, "GET", "/v1/portfolios", viewer)
+    assert status == 200
+    assert [p["portfolio_id"] for p in listing["portfolios"]] == ["default"]
+
+    async def plans() -> Any:
+        status, body = await call(service, "GET", "/v1/plans?portfolio=default", viewer)
+        return body if status == 200 and body["plans"] else None
+
+    page = await until(plans, "the plan history")
+    (summary,) = page["plans"]
+    assert summary == {
+        "plan_id": record["plan_id"],
+        "event_id": "e1",
+        "portfolio_id": "default",
+        "status": "planned",
+        "worlds": ["a"],
+        "occurred_at": record["occurred_at"],
+        "created_at": record["created_at"],
+        "intents": len(record["intent_ids"]),
+        "coalesced_event_ids": ["e1"],
+        "held_reason": None,
+    }
+    assert page["next_cursor"] is None
+    status, none = await call(service, "GET", "/v1/plans?portfolio=other", viewer)
+    assert (status, none) == (200, {"plans": [], "next_cursor": None})
+    status, missing = await call(service, "GET", "/v1/portfolios/other", viewer)
+    assert (status, missing) == (404, {"error": "portfolio 'other' is not known"})
+
+
+async def test_plans_are_paged_newest_first(service: RebalancerApp) -> None:
+    await plan_one_event(service, "e1")
+    settings = service.settings
+    t, servers = settings.topics, settings.bootstrap_servers or ""
+    async with Feed(servers) as feed:
+        # world a waits for its plan to be reached: e2 is held; world b is planned
+        await feed.event(t.allocations, world_move("e2", {"a": 0.1}))
+        await feed.event(t.allocations, world_move("e3", {"b": 0.2}, {"b": 0.1}))
+    viewer = TOKENS["viewer"]
+
+    async def three() -> Any:
+        status, body = await call(service, "GET", "/v1/plans?limit=50", viewer)
+        return body["plans"] if status == 200 and len(body["plans"]) == 3 else None
+
+    every = await until(three, "three plan records")
+    assert [p["status"] for p in every].count("held") == 1
+    held = next(p for p in every if p["status"] == "held")
+    assert (held["event_id"], held["worlds"]) == ("e2", ["a"])
+    created = [(p["created_at"], p["plan_id"]) for p in every]
+    assert created == sorted(created, reverse=True)
+    seen: list[str] = []
+    cursor = ""
+    for _ in range(3):
+        status, page = await call(service, "GET", f"/v1/plans?limit=1{cursor}", viewer)
+        assert status == 200
+        seen += [p["plan_id"] for p in page["plans"]]
+        cursor = f"&cursor={page['next_cursor']}" if page["next_cursor"] else ""
+    assert seen == [p["plan_id"] for p in every]
+    assert cursor == ""
+    status, by_world = await call(service, "GET", "/v1/plans?world=b", viewer)
+    assert [p["event_id"] for p in by_world["plans"]] == ["e3"]
+    status, bad = await call(service, "GET", "/v1/plans?cursor=nonsense", viewer)
+    assert (status, bad) == (
+        422,
+        {"error": "cursor: 'nonsense' is not a cursor this service handed out"},
+    )
+
+
+async def test_an_open_api_beyond_loopback_stops_start_up(tmp_path: Any) -> None:
+    settings = fresh_settings("")  # the refusal comes before any broker is started
+    service = ServiceProcess(settings, tmp_path / "service.log", REBALANCER_HTTP_HOST="0.0.0.0")
+    assert await service.exited() == 2
+    output = service.output()
+    assert "error: http_host '0.0.0.0' is not a loopback address and api.tokens is empty" in output
+    assert "Traceback" not in output
