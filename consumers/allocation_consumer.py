@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from service.engine import RebalanceEngine
 from service.errors import InputError, describe
 from service.messages import topic_event_adapter
+from service.messages.command import OperatorCommand
 from service.metrics import Metrics
 
 from .dead_letters import DeadLetters
@@ -104,6 +105,19 @@ class AllocationConsumer:
         if work.duplicate:
             metrics.events_duplicate.inc()
             return False
+        if isinstance(event, OperatorCommand):
+            await self.worker.carry_out(work, consumed)
+            decided = self.engine.state.portfolio(event.portfolio_id).commands[-1]
+            metrics.commands_decided.labels(event.action, decided.outcome).inc()
+            log.info(
+                "command %s (%s by %s) %s: %s",
+                event.command_id,
+                event.action,
+                event.requested_by,
+                decided.outcome,
+                work.why,
+            )
+            return True
         if work.superseded:
             metrics.policy_superseded.inc()
             log.info("policy event %s measured before its world's latest plan", event.event_id)

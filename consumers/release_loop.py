@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from service.metrics import Metrics
+from service.state.allocations import WorldState
 from service.state.snapshots import SnapshotTable
 
 from .dead_letters import DeadLetters
@@ -123,9 +125,14 @@ class Gauges:
     ) -> None:
         self.metrics = metrics
         self.state = worker.state
+        self.owned_portfolios = worker.owned_portfolios
         self.snapshots = snapshots
         self.consumer = consumer
         self.readers = readers
+
+    def owned_worlds(self) -> list[WorldState]:
+        owned = self.owned_portfolios()
+        return [w for (p, _), w in self.state.worlds.items() if p in owned]
 
     async def update(self) -> None:
         m, state = self.metrics, self.state
@@ -134,6 +141,9 @@ class Gauges:
         m.state_worlds.set(len(state.worlds))
         m.worlds_in_flight.set(sum(1 for w in state.worlds.values() if w.in_flight))
         m.worlds_held.set(sum(1 for w in state.worlds.values() if w.held))
+        modes = Counter(state.trading_mode(w) for w in self.owned_worlds())
+        for mode in ("active", "paused", "halted"):
+            m.worlds_trading.labels(mode).set(modes.get(mode, 0))
         with contextlib.suppress(KafkaError, AssertionError):
             for tp in self.consumer.assignment():
                 high = self.consumer.highwater(tp)

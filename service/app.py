@@ -45,6 +45,7 @@ from .api.routes import build_app
 from .api.server import ApiServer
 from .engine import EngineOptions, RebalanceEngine
 from .live.runner import PolicyRunner
+from .messages.command import OperatorCommand
 from .metrics import Metrics
 from .runtime import freeze_startup_heap
 from .settings import Settings
@@ -139,6 +140,13 @@ class RebalancerApp:
     def is_ready(self) -> bool:
         """Restored and consuming (``/readyz``)."""
         return self.ready
+
+    async def submit(self, command: OperatorCommand) -> None:
+        """An operator's command onto the allocation topic, keyed by its portfolio, so the
+        partition's owner applies it in order; returns once the broker has it."""
+        topic = self.settings.topics.allocations
+        key, value = command.portfolio_id.encode(), command.model_dump_json().encode()
+        await self.producer.publish(await self.producer.batch(topic, [(key, value)]))
 
     async def _started(self, part: _Startable) -> None:
         await part.start()

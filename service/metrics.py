@@ -99,6 +99,18 @@ class Metrics:
             ["policy", "trigger"],
             registry=r,
         )
+        self.commands_decided = Counter(
+            "rebalancer_commands",
+            "Operators' commands decided by this instance, by action and outcome.",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.worlds_trading = Gauge(
+            "rebalancer_worlds_trading",
+            "Worlds in the state by the trading mode that applies to them (owned portfolios).",
+            ["mode"],
+            registry=r,
+        )
         self.policy_superseded = Counter(
             "rebalancer_policy_superseded",
             "Policy events dropped: measured before their world's latest plan.",

@@ -10,6 +10,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from .messages import DeadLetter, DeltaIntent, PlanRecord, PolicyRebalance, PositionSnapshot
 from .messages.allocation import AllocationEvent
+from .messages.command import OperatorCommand
 from .request import PlanRequest, QmtlPlanRequest
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -18,6 +19,7 @@ _SOURCES: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "position_snapshot": PositionSnapshot,
     "allocation_event": TypeAdapter(AllocationEvent),
     "policy_rebalance": PolicyRebalance,
+    "operator_command": OperatorCommand,
     "delta_intent": DeltaIntent,
     "plan_record": PlanRecord,
     "dead_letter": DeadLetter,

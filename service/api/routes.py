@@ -5,19 +5,22 @@ decides (401 without a valid token, 403 when its role lacks the permission). Res
 pydantic models, so ``/openapi.json`` describes each of them.
 """
 
-
-from typing import Annotated, Any, Protocol
+import functools
+import uuid
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import describe
+from ..messages.command import Action, OperatorCommand
 from ..metrics import Metrics
-from ..state.allocations import HeldChange, InFlight
+from ..state.allocations import HeldChange, InFlight, TradingState
 from ..state.read_model import CursorError, PlanSummary, ReadModel
 from .auth import Authenticator, ForbiddenError, Permission, Principal, UnauthenticatedError
 
@@ -29,6 +32,43 @@ class Backend(Protocol):
     read_model: ReadModel
 
     def is_ready(self) -> bool: ...
+
+    def clock(self) -> int: ...
+
+    async def submit(self, command: OperatorCommand) -> None:
+        """Publish the command on the allocation topic; returns once the broker has it."""
+        ...
+
+
+AVAILABLE_ACTIONS = frozenset({"pause", "resume", "halt"})
+"""The actions this version carries out; the others are refused before they are published."""
+
+
+class CommandRequest(BaseModel):
+    reason: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
+        description="Why: kept with the command, the trading state and the plan records."
+    )
+
+
+class CommandAccepted(BaseModel):
+    command_id: str
+    status_url: str
+
+
+class CommandStatus(BaseModel):
+    command_id: str
+    status: Literal["accepted", "applied", "refused"] = Field(
+        description="accepted: on the allocation topic, not yet applied by the portfolio's "
+        "owner; applied or refused: decided, with detail saying what or why."
+    )
+    portfolio_id: str
+    world_id: str | None
+    action: str
+    requested_by: str
+    reason: str
+    requested_at: int
+    decided_at: int | None = None
+    detail: str | None = None
 
 
 class ErrorBody(BaseModel):
@@ -42,6 +82,10 @@ class Caller(BaseModel):
 
 class WorldView(BaseModel):
     world_id: str
+    trading: TradingState = Field(description="The world's own trading state.")
+    trading_mode: str = Field(
+        description="The mode that applies: the stricter of the world's and the portfolio's."
+    )
     alloc: float | None = Field(description="The world's allocation (share of equity).")
     strategy_alloc: dict[str, float]
     in_flight: InFlight | None = Field(description="The plan the world waits to reach, if any.")
@@ -51,6 +95,7 @@ class WorldView(BaseModel):
 class PortfolioView(BaseModel):
     portfolio_id: str
     total_equity: float | None
+    trading: TradingState
     worlds: list[WorldView]
     plans_in_flight: list[str] = Field(description="Plans not yet reached, by id.")
     plan_being_written: bool = Field(
@@ -67,6 +112,9 @@ class PlanPage(BaseModel):
     plans: list[PlanSummary]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
 
+
+SUBMITTED_KEPT = 10_000
+"""Commands this instance accepted and remembers until they are decided."""
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No bearer token, or not a configured one."},
@@ -176,6 +224,98 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
             raise HTTPException(422, str(exc)) from None
         return PlanPage(plans=found, next_cursor=after)
 
+    operator = needs(Permission.OPERATE)
+    submitted: dict[str, OperatorCommand] = {}  # by this instance, until decided
+
+    async def submit(
+        portfolio: str, world: str | None, action: str, body: CommandRequest, caller: Principal
+    ) -> CommandAccepted:
+        if action not in AVAILABLE_ACTIONS:
+            raise HTTPException(
+                422,
+                f"action {action!r} is not carried out by this version yet (available: "
+                f"{', '.join(sorted(AVAILABLE_ACTIONS))})",
+            )
+        try:
+            command = OperatorCommand(
+                type="operator_command",
+                command_id=uuid.uuid4().hex,
+                portfolio_id=portfolio,
+                world_id=world,
+                action=action,  # type: ignore[arg-type]
+                reason=body.reason,
+                requested_by=caller.name,
+                requested_at=backend.clock(),
+            )
+        except ValidationError as exc:
+            raise HTTPException(422, describe(exc)) from None
+        await backend.submit(command)
+        if len(submitted) >= SUBMITTED_KEPT:
+            submitted.pop(next(iter(submitted)))
+        submitted[command.command_id] = command
+        return CommandAccepted(
+            command_id=command.command_id, status_url=f"/v1/commands/{command.command_id}"
+        )
+
+    command_responses: dict[int | str, dict[str, Any]] = {
+        **UNAUTHORIZED,
+        202: {"description": "On the allocation topic; the portfolio's owner applies it."},
+    }
+
+    post_command = functools.partial(
+        app.post,
+        status_code=202,
+        response_model=CommandAccepted,
+        tags=["commands"],
+        responses=command_responses,
+    )
+
+    @post_command("/v1/portfolios/{portfolio}/{action}")
+    async def portfolio_command(
+        portfolio: str, action: Action, body: CommandRequest, caller: Annotated[Principal, operator]
+    ) -> CommandAccepted:
+        """A command for the whole portfolio (pause, resume, halt)."""
+        return await submit(portfolio, None, action, body, caller)
+
+    @post_command("/v1/portfolios/{portfolio}/worlds/{world}/{action}")
+    async def world_command(
+        portfolio: str,
+        world: str,
+        action: Action,
+        body: CommandRequest,
+        caller: Annotated[Principal, operator],
+    ) -> CommandAccepted:
+        """A command for one world of the portfolio (pause, resume, halt)."""
+        return await submit(portfolio, world, action, body, caller)
+
+    @app.get(
+        "/v1/commands/{command_id}",
+        response_model=CommandStatus,
+        tags=["commands"],
+        responses={**UNAUTHORIZED, 404: {"model": ErrorBody}},
+    )
+    def command_status(command_id: str, _: Annotated[Principal, reader]) -> CommandStatus:
+        """Accepted (on the topic), applied (with its effect) or refused (with why)."""
+        found = backend.read_model.command(command_id)
+        if found is not None:
+            portfolio_id, decided = found
+            submitted.pop(command_id, None)
+            return CommandStatus(
+                status=decided.outcome,
+                portfolio_id=portfolio_id,
+                **decided.model_dump(exclude={"outcome"}),
+            )
+        pending = submitted.get(command_id)
+        if pending is None:
+            raise HTTPException(
+                404,
+                f"command {command_id!r} is not known here (not submitted to this "
+                "instance, and not decided yet)",
+            )
+        return CommandStatus(
+            status="accepted", **pending.model_dump(include=set(CommandStatus.model_fields))
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
@@ -204,9 +344,12 @@ def portfolio_view(model: ReadModel, portfolio_id: str) -> PortfolioView:
     return PortfolioView(
         portfolio_id=portfolio_id,
         total_equity=state.portfolio(portfolio_id).total_equity,
+        trading=state.portfolio(portfolio_id).trading,
         worlds=[
             WorldView(
                 world_id=w.world_id,
+                trading=w.trading,
+                trading_mode=state.trading_mode(w),
                 alloc=w.alloc,
                 strategy_alloc=w.strategy_alloc,
                 in_flight=w.in_flight,

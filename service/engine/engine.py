@@ -14,6 +14,7 @@ from dataclasses import replace
 from ..errors import InputError
 from ..messages import PolicyRebalance
 from ..messages.allocation import AllocationEvent
+from ..messages.command import OperatorCommand
 from ..planner import MultiWorldProportionalRebalancer, PositionTable, Rebalancer
 from ..state.allocations import (
     AllocationState,
@@ -26,6 +27,7 @@ from ..state.allocations import (
 )
 from ..state.snapshots import SnapshotTable
 from .admission import Requested, admit, before_differs, checked
+from .commands import Commands
 from .effects import Basis, Effects, PlanRequest, Sources, Trigger, resume
 from .holding import Arrival, Holding, coalesce, release_request
 from .options import EngineOptions, EventOptions
@@ -51,6 +53,7 @@ class RebalanceEngine:
         self._holding = Holding(sources)
         self._effects = Effects(sources)
         self._policies = PolicyCorrections(sources, self._holding, self._effects)
+        self._commands = Commands(state)
 
     def prepare(self, table: PositionTable) -> None:
         """Let the planner compute ahead what plans on ``table`` will share (when it can)."""
@@ -62,11 +65,15 @@ class RebalanceEngine:
         """Whether a world has work under way: a policy runner leaves it alone until then."""
         return self._policies.busy(ws, now_ms)
 
-    def on_event(self, event: AllocationEvent | PolicyRebalance, now_ms: int) -> Work:
+    def on_event(
+        self, event: AllocationEvent | PolicyRebalance | OperatorCommand, now_ms: int
+    ) -> Work:
         """Decide what to do with one allocation change. Raises ``InputError`` when the event
         is invalid against the current state (the caller dead-letters it)."""
         if isinstance(event, PolicyRebalance):
             return self._policies.on_event(event, now_ms)
+        if isinstance(event, OperatorCommand):
+            return self._commands.on_command(event, now_ms)
         portfolio_id = event.portfolio_id
         if self.state.was_applied(portfolio_id, event.event_id):
             return Work(Outcome.DUPLICATE)

@@ -1,7 +1,8 @@
 """When a world's changes wait, how later changes join them, and when they may go.
 
-A world's change waits while its last plan is in flight (planning again would plan from
-positions still moving) or while its snapshots are stale. Changes that arrive meanwhile
+A world's change waits while an operator has paused or halted it (or its portfolio), while
+its last plan is in flight (planning again would plan from positions still moving) or while
+its snapshots are stale. Changes that arrive meanwhile
 coalesce into one held change, planned once when the world is free: by convergence (every
 affected strategy reports the plan), by the settle timeout, or by fresh snapshots.
 """
@@ -57,12 +58,24 @@ class Holding:
         oldest = self.sources.snapshots.oldest_as_of(world_id)
         return oldest is not None and now_ms - oldest > max_age
 
+    def suspended(self, ws: WorldState) -> HoldReason | None:
+        """Whether an operator paused or halted the world or its portfolio."""
+        mode = self.sources.state.trading_mode(ws)
+        if mode == "paused":
+            return HoldReason.PAUSED
+        if mode == "halted":
+            return HoldReason.HALTED
+        return None
+
     def reason(self, ws: WorldState, now_ms: int) -> HoldReason | None:
         """Why a change to the world must wait now, if it must. A world that already holds
         changes keeps holding (and keeps its reason): a later change joins them, so changes
         are planned in the order they came."""
         if ws.held is not None:
             return ws.held.reason
+        suspended = self.suspended(ws)
+        if suspended is not None:
+            return suspended
         if self.waiting(ws, now_ms):
             return HoldReason.PLAN_IN_FLIGHT
         if self.stale(ws.world_id, now_ms):
@@ -73,8 +86,9 @@ class Holding:
         self, now_ms: int, portfolios: Iterable[str] | None = None
     ) -> dict[str, list[WorldState]]:
         """Per portfolio (of ``portfolios``, if given), the worlds whose held changes may go
-        now: their plan reached or timed out and their snapshots fresh. A portfolio with a
-        plan being written waits for it: the new plan must start from its state."""
+        now: not paused or halted, their plan reached or timed out and their snapshots
+        fresh. A portfolio with a plan being written waits for it: the new plan must start
+        from its state."""
         state = self.sources.state
         owned = None if portfolios is None else set(portfolios)
         ready: dict[str, list[WorldState]] = {}
@@ -82,6 +96,8 @@ class Holding:
             if ws.held is None or (owned is not None and portfolio_id not in owned):
                 continue
             if portfolio_id in state.pending:
+                continue
+            if self.suspended(ws) is not None:
                 continue
             if self.waiting(ws, now_ms) or self.stale(ws.world_id, now_ms):
                 continue

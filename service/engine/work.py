@@ -35,6 +35,9 @@ class Outcome(Enum):
     (``why`` says why); nothing is written."""
     RESUMED = "resumed"
     """A plan found half published on restart, to be finished as it was."""
+    COMMANDED = "commanded"
+    """An operator's command decided: applied or refused (``why`` says which and what), its
+    result and any new trading state written."""
 
 
 @dataclass(frozen=True)

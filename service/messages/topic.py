@@ -1,5 +1,5 @@
-"""What the allocation topic carries: external allocation changes and the service's own
-policy events, told apart by ``type``.
+"""What the allocation topic carries: external allocation changes, the service's own policy
+events and operators' commands, told apart by ``type``.
 
 External callers (and the ``plan`` command) speak ``AllocationEvent``; only the stream service
 reads the wider union, since a policy event is planned against the service's own state.
@@ -12,10 +12,11 @@ from typing import Annotated
 from pydantic import Field, TypeAdapter
 
 from .allocation import StrategyWeightsUpdated, WorldAllocationsChanged
+from .command import OperatorCommand
 from .policy import PolicyRebalance
 
 TopicEvent = Annotated[
-    WorldAllocationsChanged | StrategyWeightsUpdated | PolicyRebalance,
+    WorldAllocationsChanged | StrategyWeightsUpdated | PolicyRebalance | OperatorCommand,
     Field(discriminator="type"),
 ]
 

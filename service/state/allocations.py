@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import Field, ValidationError
@@ -42,6 +42,44 @@ class HoldReason(StrEnum):
     STALE_SNAPSHOTS = "stale_snapshots"
     """A snapshot of the world is older than ``max_snapshot_age_ms``: its positions may be
     out of date."""
+    PAUSED = "paused"
+    """An operator paused the world or its portfolio: changes wait until ``resume``."""
+    HALTED = "halted"
+    """An operator halted the world or its portfolio: nothing is published until
+    ``resume``."""
+
+
+TradingMode = Literal["active", "paused", "halted"]
+"""How freely a portfolio or world trades; the stricter of the two applies to a world."""
+
+STRICTNESS: dict[str, int] = {"active": 0, "paused": 1, "halted": 2}
+
+COMMANDS_KEPT = 100
+"""Applied or refused commands a portfolio's state remembers (``GET /v1/commands/{id}``)."""
+
+
+class TradingState(Message):
+    """A portfolio's or a world's trading mode, and the command that set it."""
+
+    mode: TradingMode = "active"
+    command_id: Name | None = None
+    by: Name | None = None
+    reason: str | None = None
+    since: EpochMs | None = None
+
+
+class CommandResult(Message):
+    """What became of an operator's command: applied (with its effect) or refused (why)."""
+
+    command_id: Name
+    action: Name
+    world_id: Name | None
+    outcome: Literal["applied", "refused"]
+    detail: str
+    requested_by: Name
+    reason: str
+    requested_at: EpochMs
+    decided_at: EpochMs
 
 
 class InFlight(Message):
@@ -95,6 +133,7 @@ class WorldState(Message):
         default_factory=list,
         description="When policy events for this world were accepted, oldest first.",
     )
+    trading: TradingState = Field(default_factory=TradingState)
 
 
 class PortfolioState(Message):
@@ -103,6 +142,10 @@ class PortfolioState(Message):
     portfolio_id: Name
     total_equity: NonNegative | None = None
     applied_event_ids: list[Name] = Field(default_factory=list)
+    trading: TradingState = Field(default_factory=TradingState)
+    commands: list[CommandResult] = Field(
+        default_factory=list, description="The latest commands decided, oldest first."
+    )
 
 
 class PendingPlan(Message):
@@ -218,6 +261,11 @@ class AllocationState:
 
     def portfolio_worlds(self, portfolio_id: str) -> list[WorldState]:
         return [s for (p, _), s in sorted(self.worlds.items()) if p == portfolio_id]
+
+    def trading_mode(self, ws: WorldState) -> TradingMode:
+        """The stricter of the world's and its portfolio's trading modes."""
+        portfolio = self.portfolio(ws.portfolio_id).trading.mode
+        return max(portfolio, ws.trading.mode, key=STRICTNESS.__getitem__)
 
     def was_applied(self, portfolio_id: str, event_id: str) -> bool:
         return event_id in self.portfolio(portfolio_id).applied_event_ids

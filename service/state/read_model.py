@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import msgspec
 from pydantic import BaseModel, ConfigDict
 
-from .allocations import AllocationState
+from .allocations import AllocationState, CommandResult
 
 
 class PlanSummary(BaseModel):
@@ -169,6 +169,15 @@ class ReadModel:
         """A record of the plan topic (``ValueError`` if it is not a plan record)."""
         self.plans.add(plan_summary(value))
         self.plan_records += 1
+
+    def command(self, command_id: str) -> tuple[str, CommandResult] | None:
+        """A decided command, with its portfolio, by id (the latest ``COMMANDS_KEPT`` per
+        portfolio are kept)."""
+        for portfolio_id, portfolio in self.state.portfolios.items():
+            for decided in reversed(portfolio.commands):
+                if decided.command_id == command_id:
+                    return portfolio_id, decided
+        return None
 
     def portfolio_ids(self) -> list[str]:
         state = self.state

@@ -31,6 +31,10 @@ ROUTES: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/portfolios/default", set(ROLES)),
     ("GET", "/v1/plans", set(ROLES)),
     ("GET", "/v1/plans?portfolio=default&status=planned&limit=5", set(ROLES)),
+    ("POST", "/v1/portfolios/default/pause", {"operator", "admin"}),
+    ("POST", "/v1/portfolios/default/resume", {"operator", "admin"}),
+    ("POST", "/v1/portfolios/default/worlds/a/halt", {"operator", "admin"}),
+    ("POST", "/v1/portfolios/default/worlds/a/resume", {"operator", "admin"}),
 ]
 OPEN_ROUTES = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
 
@@ -54,9 +58,12 @@ async def service(bootstrap_servers: str) -> AsyncIterator[RebalancerApp]:
 
 
 async def call(
-    app: RebalancerApp, method: str, path: str, token: str | None = None
+    app: RebalancerApp, method: str, path: str, token: str | None = None, json: Any = None
 ) -> tuple[int, Any]:
-    status, headers, body = await http_request(app.http.port, method, path, token=token)
+    body = None if json is None else orjson.dumps(json)
+    if method == "POST" and body is None:
+        body = orjson.dumps({"reason": "a test"})
+    status, headers, body = await http_request(app.http.port, method, path, token=token, body=body)
     if headers.get("content-type", "").startswith("application/json"):
         return status, orjson.loads(body)
     return status, body.decode()
@@ -218,3 +225,105 @@ async def test_an_open_api_beyond_loopback_stops_start_up(tmp_path: Any) -> None
     output = service.output()
     assert "error: http_host '0.0.0.0' is not a loopback address and api.tokens is empty" in output
     assert "Traceback" not in output
+
+
+async def command_done(app: RebalancerApp, command_id: str) -> dict[str, Any]:
+    async def decided() -> Any:
+        status, body = await call(app, "GET", f"/v1/commands/{command_id}", TOKENS["viewer"])
+        assert status == 200, body
+        return body if body["status"] != "accepted" else None
+
+    found: dict[str, Any] = await until(decided, f"command {command_id} decided")
+    return found
+
+
+async def test_pause_holds_changes_and_resume_plans_them_from_that_moment(
+    service: RebalancerApp,
+) -> None:
+    settings = service.settings
+    t, servers = settings.topics, settings.bootstrap_servers or ""
+    first = await plan_one_event(service)
+    operator = TOKENS["operator"]
+    async with (
+        Feed(servers) as feed,
+        Tail(servers, t.plans) as plans,
+        Tail(servers, t.intents) as intents,
+    ):
+        # the first plan is reached: nothing but the pause holds world a
+        await feed.snapshot(
+            t.snapshots, snapshot("a", "s1", [btc(0.4)], converged_plan_id=first["plan_id"])
+        )
+        status, accepted = await call(
+            service, "POST", "/v1/portfolios/default/pause", operator, {"reason": "desk review"}
+        )
+        assert status == 202
+        assert accepted["status_url"] == f"/v1/commands/{accepted['command_id']}"
+        paused = await command_done(service, accepted["command_id"])
+        assert paused["status"] == "applied"
+        assert paused["detail"] == "portfolio default: active -> paused"
+        assert (paused["requested_by"], paused["reason"]) == ("operator-user", "desk review")
+        await feed.event(t.allocations, world_move("e2", {"a": 0.1}))
+        await plans.until(lambda rs: any(r["event_id"] == "e2" for r in rs))
+        (held,) = [r for r in plans.records if r["event_id"] == "e2"]
+        assert (held["status"], held["held_reason"]) == ("held", "paused: worlds a")
+        status, view = await call(service, "GET", "/v1/portfolios/default", operator)
+        assert view["trading"]["mode"] == "paused"
+        assert view["trading"]["by"] == "operator-user"
+        assert [w["trading_mode"] for w in view["worlds"]] == ["paused"]
+
+        async def paused_in_metrics() -> bool:
+            _, text = await call(service, "GET", "/metrics")
+            return (
+                'rebalancer_worlds_trading{mode="paused"} 1.0' in text
+                and 'rebalancer_commands_total{action="pause",outcome="applied"} 1.0' in text
+            )
+
+        await until(paused_in_metrics, "the paused world in /metrics")
+        # positions move while paused: resume plans e2 once, from what is held then
+        await feed.snapshot(
+            t.snapshots,
+            snapshot("a", "s1", [btc(0.8)], as_of=2_000, converged_plan_id=first["plan_id"]),
+        )
+        await service.snapshot_reader.caught_up()
+        status, accepted = await call(service, "POST", "/v1/portfolios/default/resume", operator)
+        assert status == 202
+        assert (await command_done(service, accepted["command_id"]))["status"] == "applied"
+        await plans.until(
+            lambda rs: any(
+                r["status"] == "planned" and "e2" in r["coalesced_event_ids"] for r in rs
+            )
+        )
+        (planned,) = [
+            r for r in plans.records if r["status"] == "planned" and r["event_id"] != "e1"
+        ]
+        await intents.until(lambda rs: {i["intent_id"] for i in rs} >= set(planned["intent_ids"]))
+        (intent,) = [i for i in intents.records if i["plan_id"] == planned["plan_id"]]
+        assert intent["delta_qty"] == -0.4  # 0.2 -> 0.1 halves 0.8, the position at resume
+        await intents.quiet(0.3)
+        assert {i["plan_id"] for i in intents.records} == {first["plan_id"], planned["plan_id"]}
+
+
+async def test_commands_are_checked_before_they_are_published(service: RebalancerApp) -> None:
+    operator = TOKENS["operator"]
+    status, body = await call(service, "POST", "/v1/portfolios/default/flatten", operator)
+    assert status == 422
+    assert body == {
+        "error": "action 'flatten' is not carried out by this version yet (available: halt, "
+        "pause, resume)"
+    }
+    status, body = await call(service, "POST", "/v1/portfolios/default/explode", operator)
+    assert status == 422
+    status, body = await call(service, "POST", "/v1/portfolios/default/pause", operator, {})
+    assert (status, body) == (422, {"error": "body.reason: Field required"})
+    status, body = await call(service, "GET", "/v1/commands/nope", operator)
+    assert status == 404
+    # a world the portfolio does not have: accepted, then refused by the owner with why
+    status, accepted = await call(
+        service, "POST", "/v1/portfolios/default/worlds/zz/pause", TOKENS["admin"]
+    )
+    assert status == 202
+    refused = await command_done(service, accepted["command_id"])
+    assert (refused["status"], refused["detail"]) == (
+        "refused",
+        "portfolio default has no world 'zz'",
+    )
