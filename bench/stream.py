@@ -239,7 +239,8 @@ def start_service(settings: Settings, **changes: object) -> subprocess.Popen[byt
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
     """Status and body of ``GET path`` on the service's ops port."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    writer.write(request.encode())
     response = await reader.read()
     writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
