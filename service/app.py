@@ -43,8 +43,9 @@ from consumers.worker import LoopControls, Worker
 from .api.auth import Authenticator, check_exposure
 from .api.routes import build_app
 from .api.server import ApiServer
-from .engine import EngineOptions, RebalanceEngine
+from .engine import EngineOptions, RebalanceEngine, Work
 from .live.runner import PolicyRunner
+from .messages.allocation import AllocationEvent
 from .messages.command import OperatorCommand
 from .metrics import Metrics
 from .runtime import freeze_startup_heap
@@ -119,6 +120,7 @@ class RebalancerApp:
         self.broker: EmbeddedBroker | None = None
         self.bootstrap_servers = settings.bootstrap_servers or ""
         self.read_model = ReadModel()
+        self._previewer: RebalanceEngine | None = None
         check_exposure(settings.http_host, settings.api)
         authenticator = Authenticator(settings.api)
         self.http = ApiServer(
@@ -147,6 +149,15 @@ class RebalancerApp:
         topic = self.settings.topics.allocations
         key, value = command.portfolio_id.encode(), command.model_dump_json().encode()
         await self.producer.publish(await self.producer.batch(topic, [(key, value)]))
+
+    def preview(self, event: AllocationEvent) -> Work:
+        """A dry run of ``event`` on the read model's state (every portfolio, whoever owns
+        it) and the live snapshots: the engine decides without writing anything."""
+        if self._previewer is None:
+            self._previewer = RebalanceEngine(
+                self.read_model.state, self.snapshots, self.engine.options, self.engine.planner
+            )
+        return self._previewer.on_event(event, self.clock())
 
     async def _started(self, part: _Startable) -> None:
         await part.start()

@@ -9,7 +9,8 @@ import functools
 import uuid
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+import orjson
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,7 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import describe
+from ..engine import Work
+from ..errors import InputError, describe
+from ..messages.allocation import AllocationEvent
 from ..messages.command import Action, OperatorCommand
 from ..metrics import Metrics
 from ..state.allocations import HeldChange, InFlight, TradingState
@@ -39,6 +42,11 @@ class Backend(Protocol):
         """Publish the command on the allocation topic; returns once the broker has it."""
         ...
 
+    def preview(self, event: AllocationEvent) -> Work:
+        """What the engine would do with ``event`` now, on the read model's state and the
+        live snapshots; nothing is written or published. Raises ``InputError``."""
+        ...
+
 
 AVAILABLE_ACTIONS = frozenset({"pause", "resume", "halt"})
 """The actions this version carries out; the others are refused before they are published."""
@@ -48,6 +56,14 @@ class CommandRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
         description="Why: kept with the command, the trading state and the plan records."
     )
+
+
+class PreviewResult(BaseModel):
+    """A dry run: what the service would publish for the event now."""
+
+    outcome: str = Field(description="planned, held or duplicate (applied before).")
+    records: list[dict[str, Any]] = Field(description="Plan records (schemas/plan_record).")
+    intents: list[dict[str, Any]] = Field(description="Delta intents (schemas/delta_intent).")
 
 
 class CommandAccepted(BaseModel):
@@ -287,6 +303,26 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
     ) -> CommandAccepted:
         """A command for one world of the portfolio (pause, resume, halt)."""
         return await submit(portfolio, world, action, body, caller)
+
+    @app.post(
+        "/v1/preview",
+        response_model=PreviewResult,
+        tags=["api"],
+        responses=UNAUTHORIZED,
+    )
+    def preview(
+        event: Annotated[AllocationEvent, Body()], _: Annotated[Principal, operator]
+    ) -> Response:
+        """Plan an allocation event (our format) against the live snapshots and state, and
+        return the plan record and intents it would publish. Nothing is published, nothing
+        recorded: a dry run."""
+        try:
+            work = backend.preview(event)
+        except InputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        outcome = "duplicate" if work.duplicate else work.outcome.value
+        payload = {"outcome": outcome, "records": work.records, "intents": work.intents}
+        return Response(orjson.dumps(payload), media_type="application/json")
 
     @app.get(
         "/v1/commands/{command_id}",

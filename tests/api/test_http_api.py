@@ -35,6 +35,7 @@ ROUTES: list[tuple[str, str, set[str]]] = [
     ("POST", "/v1/portfolios/default/resume", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/worlds/a/halt", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/worlds/a/resume", {"operator", "admin"}),
+    ("POST", "/v1/preview", {"operator", "admin"}),
 ]
 OPEN_ROUTES = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
 
@@ -62,7 +63,8 @@ async def call(
 ) -> tuple[int, Any]:
     body = None if json is None else orjson.dumps(json)
     if method == "POST" and body is None:
-        body = orjson.dumps({"reason": "a test"})
+        default = world_move("p1", {"a": 0.2}, {"a": 0.3}) if path == "/v1/preview" else None
+        body = orjson.dumps(default or {"reason": "a test"})
     status, headers, body = await http_request(app.http.port, method, path, token=token, body=body)
     if headers.get("content-type", "").startswith("application/json"):
         return status, orjson.loads(body)
@@ -327,3 +329,66 @@ async def test_commands_are_checked_before_they_are_published(service: Rebalance
         "refused",
         "portfolio default has no world 'zz'",
     )
+
+
+async def topic_sizes(settings: Settings) -> dict[str, int]:
+    """Records on every topic the service reads or writes (read to the end)."""
+    servers = settings.bootstrap_servers or ""
+    sizes = {}
+    for topic in settings.topics.model_dump().values():
+        async with Tail(servers, topic) as tail:
+            await tail.quiet(0.3)
+            sizes[topic] = len(tail.records)
+    return sizes
+
+
+async def test_preview_plans_what_the_service_would_and_publishes_nothing(
+    service: RebalancerApp,
+) -> None:
+    settings = service.settings
+    t, servers = settings.topics, settings.bootstrap_servers or ""
+    async with Feed(servers) as feed:
+        await feed.snapshot(t.snapshots, snapshot("a", "s1", [btc(0.6)]))
+        await feed.snapshot(t.snapshots, snapshot("a", "s2", [btc(0.9)]))
+    await service.snapshot_reader.caught_up()
+    move = world_move("e1", {"a": 0.2}, {"a": 0.3})
+    before = await topic_sizes(settings)
+    status, preview = await call(service, "POST", "/v1/preview", TOKENS["operator"], move)
+    assert status == 200, preview
+    assert preview["outcome"] == "planned"
+    (record,) = preview["records"]
+    (intent,) = preview["intents"]
+    assert (record["status"], intent["delta_qty"]) == ("planned", -0.5)
+    assert record["intent_ids"] == [intent["intent_id"]]
+    assert await topic_sizes(settings) == before
+    # the same event sent for real: the same plan and intent
+    async with Feed(servers) as feed, Tail(servers, t.plans) as plans:
+        await feed.event(t.allocations, move)
+        (published,) = await plans.count(1)
+    assert published["plan_id"] == record["plan_id"]
+    assert published["intent_ids"] == record["intent_ids"]
+    # refused input says why, and a viewer may not preview
+    bad = {**move, "world_alloc_after": {"a": 1.5}}
+    status, body = await call(service, "POST", "/v1/preview", TOKENS["operator"], bad)
+    assert status == 422
+    assert "world_alloc_after" in body["error"]
+    status, _ = await call(service, "POST", "/v1/preview", TOKENS["viewer"], move)
+    assert status == 403
+
+
+async def test_the_openapi_document_describes_every_route(service: RebalancerApp) -> None:
+    status, document = await call(service, "GET", "/openapi.json")
+    assert status == 200
+    paths = document["paths"]
+    for method, path, _ in ROUTES:
+        template = (
+            path.split("?")[0].replace("/default", "/{portfolio}").replace("/a/", "/{world}/")
+        )
+        template = (
+            template.rsplit("/", 1)[0] + "/{action}"
+            if method == "POST" and ("portfolios" in template)
+            else template
+        )
+        assert method.lower() in paths[template], template
+    assert "HTTPBearer" in document["components"]["securitySchemes"]
+    assert paths["/v1/preview"]["post"]["requestBody"]["required"] is True
