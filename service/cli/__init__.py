@@ -1,5 +1,6 @@
 """The ``rebalancer`` command: the service (``run``), execution nodes (``execute``), the demo,
-offline planning (``plan``), backtests and schema generation; one module per subcommand.
+offline planning (``plan``), backtests, schema generation and the operator API's client
+(``ctl``); one module per subcommand.
 
 Bad input exits with code 2 and one line per problem on stderr, naming the field.
 """
@@ -14,7 +15,7 @@ from typing import IO
 from ..errors import InputError
 from ..policies.errors import PolicyError
 from ..runtime import tune_allocator
-from . import backtest, execute, plan, run, schemas
+from . import backtest, ctl, execute, plan, run, schemas
 from .common import EXIT_BAD_INPUT, EXIT_OK
 
 __all__ = ["build_parser", "main"]
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.register(sub)
     run.register(sub)
     execute.register(sub)
+    ctl.register(sub)
     demo = sub.add_parser(
         "demo", help="run the service on the embedded broker through a two-world scenario"
     )

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -46,16 +46,6 @@ def api_settings(bootstrap_servers: str) -> Settings:
         for role, token in TOKENS.items()
     ]
     return fresh_settings(bootstrap_servers, api={"tokens": tokens})
-
-
-@pytest.fixture
-async def service(bootstrap_servers: str) -> AsyncIterator[RebalancerApp]:
-    app = RebalancerApp(api_settings(bootstrap_servers))
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
 
 
 async def call(
