@@ -48,6 +48,7 @@ from .live.runner import PolicyRunner
 from .messages.allocation import AllocationEvent
 from .messages.command import OperatorCommand
 from .metrics import Metrics
+from .planner import PlannerOptions
 from .runtime import freeze_startup_heap
 from .settings import Settings
 from .state.allocations import AllocationState, ChangelogError
@@ -149,6 +150,10 @@ class RebalancerApp:
         topic = self.settings.topics.allocations
         key, value = command.portfolio_id.encode(), command.model_dump_json().encode()
         await self.producer.publish(await self.producer.batch(topic, [(key, value)]))
+
+    @property
+    def planner_options(self) -> PlannerOptions:
+        return self.settings.planner
 
     def preview(self, event: AllocationEvent) -> Work:
         """A dry run of ``event`` on the read model's state (every portfolio, whoever owns

@@ -28,7 +28,15 @@ from .messages._types import (
     Ratio,
 )
 from .messages.allocation import AllocationEvent
-from .planner import PlannerOptions, PlanningContext, PositionTable, WorldChange
+from .planner import (
+    MultiWorldProportionalRebalancer,
+    PlannerOptions,
+    PlanningContext,
+    PlanningError,
+    PositionTable,
+    WorldChange,
+)
+from .planner.bounds import check_plan
 from .planner.ids import hex_id
 
 
@@ -76,6 +84,9 @@ class QmtlPlanRequest(Message):
     mode: Literal["scaling"] | None = Field(
         default=None, description="Only 'scaling' is supported (overlay modes are not)."
     )
+    overlay: None = Field(
+        default=None, description="Accepted as null only: overlay planning is not offered."
+    )
     schema_version: int | None = Field(default=None, ge=1)
     rebalance_intent: dict[str, Any] | None = None
     realized_returns_by_world: dict[str, Any] | None = None
@@ -95,6 +106,7 @@ def parse_request(
     *,
     defaults: PlannerOptions | None = None,
     now_ms: int = 0,
+    qmtl_only: bool = False,
 ) -> PlanningContext:
     """Validate a request of either shape and build the planning context.
 
@@ -111,6 +123,11 @@ def parse_request(
     if not isinstance(data, dict):
         raise InputError(f"request: expected a JSON object, got {type(data).__name__}")
     defaults = defaults or PlannerOptions()
+    if "event" in data and qmtl_only:
+        raise InputError(
+            "request: this takes QMTL's request body; ours (with 'event') goes to "
+            "POST /v1/preview or `rebalancer plan`"
+        )
     if "event" in data:
         try:
             request = _plan_request.validate_python(data)
@@ -219,7 +236,9 @@ def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> P
                 f"world_alloc_before.{world}: missing; every world in world_alloc_after needs "
                 "its before allocation"
             )
-    body = {k: v for k, v in data.items() if k not in {"positions", "occurred_at", "options"}}
+    # what does not change the plan does not change its ids: QMTL's optional no-op fields
+    ignored = {"positions", "occurred_at", "options", "overlay", "mode", "schema_version"}
+    body = {k: v for k, v in data.items() if k not in ignored}
     event_id = request.event_id or "req-" + hex_id(_canonical(body), 24)
     occurred_at = request.occurred_at if request.occurred_at is not None else now_ms
     event = {
@@ -268,3 +287,25 @@ def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> P
         options=_options(defaults, overrides),
         trigger=_canonical(body),
     )
+
+
+def plan_request(
+    raw: bytes | str | dict[str, Any],
+    *,
+    defaults: PlannerOptions | None = None,
+    now_ms: int = 0,
+    with_intents: bool = False,
+    qmtl_only: bool = False,
+) -> dict[str, Any]:
+    """Plan a request of either shape (``qmtl_only``: QMTL's alone): the plan record (with
+    its intents if asked). Raises ``InputError`` naming the field, or the reason the plan
+    cannot be made."""
+    context = parse_request(raw, defaults=defaults, now_ms=now_ms, qmtl_only=qmtl_only)
+    try:
+        plan = check_plan(MultiWorldProportionalRebalancer().plan(context))
+    except PlanningError as exc:
+        raise InputError(str(exc)) from None
+    record = plan.record()
+    if with_intents:
+        return {**record, "intents": plan.intents()}
+    return record

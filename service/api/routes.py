@@ -10,7 +10,7 @@ import uuid
 from typing import Annotated, Any, Literal, Protocol
 
 import orjson
-from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -20,9 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import Work
 from ..errors import InputError, describe
+from ..messages import allocation_event_adapter
 from ..messages.allocation import AllocationEvent
 from ..messages.command import Action, OperatorCommand
 from ..metrics import Metrics
+from ..planner import PlannerOptions
+from ..request import QmtlPlanRequest, plan_request
 from ..state.allocations import HeldChange, InFlight, TradingState
 from ..state.read_model import CursorError, PlanSummary, ReadModel
 from .auth import Authenticator, ForbiddenError, Permission, Principal, UnauthenticatedError
@@ -37,6 +40,11 @@ class Backend(Protocol):
     def is_ready(self) -> bool: ...
 
     def clock(self) -> int: ...
+
+    @property
+    def planner_options(self) -> PlannerOptions:
+        """The configured planner defaults (``planner``)."""
+        ...
 
     async def submit(self, command: OperatorCommand) -> None:
         """Publish the command on the allocation topic; returns once the broker has it."""
@@ -128,6 +136,8 @@ class PlanPage(BaseModel):
     plans: list[PlanSummary]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
 
+
+COMPONENT = "#/components/schemas/{model}"
 
 SUBMITTED_KEPT = 10_000
 """Commands this instance accepted and remembers until they are decided."""
@@ -304,25 +314,61 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         """A command for one world of the portfolio (pause, resume, halt)."""
         return await submit(portfolio, world, action, body, caller)
 
+    documented: dict[str, Any] = {}  # request bodies read raw, described in the document
+
+    def json_body(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """``openapi_extra`` for a route that reads its JSON body itself (with the parser
+        and error messages the CLI uses): the body's schema under ``name``."""
+        documented.update(schema.pop("$defs", {}))
+        documented[name] = schema
+        ref = {"$ref": f"#/components/schemas/{name}"}
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
     @app.post(
         "/v1/preview",
         response_model=PreviewResult,
         tags=["api"],
         responses=UNAUTHORIZED,
+        openapi_extra=json_body(
+            "AllocationEvent", allocation_event_adapter.json_schema(ref_template=COMPONENT)
+        ),
     )
-    def preview(
-        event: Annotated[AllocationEvent, Body()], _: Annotated[Principal, operator]
-    ) -> Response:
+    async def preview(request: Request, _: Annotated[Principal, operator]) -> Response:
         """Plan an allocation event (our format) against the live snapshots and state, and
         return the plan record and intents it would publish. Nothing is published, nothing
         recorded: a dry run."""
         try:
+            event = allocation_event_adapter.validate_json(await request.body())
             work = backend.preview(event)
+        except ValidationError as exc:
+            raise HTTPException(422, describe(exc)) from None
         except InputError as exc:
             raise HTTPException(422, str(exc)) from None
         outcome = "duplicate" if work.duplicate else work.outcome.value
         payload = {"outcome": outcome, "records": work.records, "intents": work.intents}
         return Response(orjson.dumps(payload), media_type="application/json")
+
+    @app.post(
+        "/rebalancing/plan",
+        response_model=dict[str, Any],
+        tags=["qmtl"],
+        responses=UNAUTHORIZED,
+        openapi_extra=json_body(
+            "QmtlPlanRequest", QmtlPlanRequest.model_json_schema(ref_template=COMPONENT)
+        ),
+    )
+    async def qmtl_plan(request: Request, _: Annotated[Principal, operator]) -> Response:
+        """QMTL's planning request, answered with the plan (QMTL's response shape: per_world
+        and global_deltas, with more per key). Pure planning on the request's own positions:
+        nothing of the service's state is read or written."""
+        raw = await request.body()
+        try:
+            record = plan_request(
+                raw, defaults=backend.planner_options, now_ms=backend.clock(), qmtl_only=True
+            )
+        except InputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return Response(orjson.dumps(record), media_type="application/json")
 
     @app.get(
         "/v1/commands/{command_id}",
@@ -351,6 +397,15 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         return CommandStatus(
             status="accepted", **pending.model_dump(include=set(CommandStatus.model_fields))
         )
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = default_openapi()
+        document.setdefault("components", {}).setdefault("schemas", {}).update(documented)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

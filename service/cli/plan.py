@@ -5,30 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
 from ..errors import InputError
-from ..planner import MultiWorldProportionalRebalancer, PlannerOptions, PlanningError
-from ..planner.bounds import check_plan
 from ..report import render
-from ..request import parse_request
+from ..request import plan_request
 from ..settings import load_settings
 from .common import EXIT_BAD_INPUT, EXIT_OK, Subparsers, read_source
-
-
-def plan_one(raw: bytes, defaults: PlannerOptions, now_ms: int, with_intents: bool) -> Any:
-    """Plan one request and return the JSON-ready output."""
-    context = parse_request(raw, defaults=defaults, now_ms=now_ms)
-    try:
-        plan = check_plan(MultiWorldProportionalRebalancer().plan(context))
-    except PlanningError as exc:
-        raise InputError(str(exc)) from None
-    record = plan.record()
-    if with_intents:
-        return {**record, "intents": plan.intents()}
-    return record
 
 
 def cmd_plan(args: argparse.Namespace, out: IO[bytes]) -> int:
@@ -37,7 +22,9 @@ def cmd_plan(args: argparse.Namespace, out: IO[bytes]) -> int:
     option = orjson.OPT_INDENT_2 if args.pretty and not args.jsonl else 0
     raw = read_source(args.file)
     if not args.jsonl:
-        result = plan_one(raw, settings.planner, now_ms, args.with_intents)
+        result = plan_request(
+            raw, defaults=settings.planner, now_ms=now_ms, with_intents=args.with_intents
+        )
         if args.format == "text":
             out.write(render(result).encode())
         else:
@@ -50,7 +37,9 @@ def cmd_plan(args: argparse.Namespace, out: IO[bytes]) -> int:
         if not line.strip():
             continue
         try:
-            result = plan_one(line, settings.planner, now_ms, args.with_intents)
+            result = plan_request(
+                line, defaults=settings.planner, now_ms=now_ms, with_intents=args.with_intents
+            )
         except InputError as exc:
             failed += 1
             result = {"error": {"line": number, "class": "InputError", "message": str(exc)}}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,9 +19,10 @@ from service.api.auth import sha256_hex
 from service.app import RebalancerApp
 from service.settings import Settings
 from tests.kafka_support import Feed, Tail, fresh_settings
-from tests.process_support import ServiceProcess, http_request
+from tests.process_support import ROOT, ServiceProcess, http_request
 from tests.stream.test_stream_service import btc, snapshot, world_move
 
+QMTL_EXAMPLE = ROOT / "examples" / "qmtl_request.json"
 ROLES = ("viewer", "operator", "approver", "admin")
 TOKENS = {role: f"{role}-{uuid.uuid4().hex}" for role in ROLES}
 CALLERS: dict[str, str | None] = {"no token": None, "wrong token": "not-a-token", **TOKENS}
@@ -36,6 +39,7 @@ ROUTES: list[tuple[str, str, set[str]]] = [
     ("POST", "/v1/portfolios/default/worlds/a/halt", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/worlds/a/resume", {"operator", "admin"}),
     ("POST", "/v1/preview", {"operator", "admin"}),
+    ("POST", "/rebalancing/plan", {"operator", "admin"}),
 ]
 OPEN_ROUTES = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
 
@@ -53,8 +57,12 @@ async def call(
 ) -> tuple[int, Any]:
     body = None if json is None else orjson.dumps(json)
     if method == "POST" and body is None:
-        default = world_move("p1", {"a": 0.2}, {"a": 0.3}) if path == "/v1/preview" else None
-        body = orjson.dumps(default or {"reason": "a test"})
+        if path == "/v1/preview":
+            body = orjson.dumps(world_move("p1", {"a": 0.2}, {"a": 0.3}))
+        elif path == "/rebalancing/plan":
+            body = QMTL_EXAMPLE.read_bytes()
+        else:
+            body = orjson.dumps({"reason": "a test"})
     status, headers, body = await http_request(app.http.port, method, path, token=token, body=body)
     if headers.get("content-type", "").startswith("application/json"):
         return status, orjson.loads(body)
@@ -382,3 +390,44 @@ async def test_the_openapi_document_describes_every_route(service: RebalancerApp
         assert method.lower() in paths[template], template
     assert "HTTPBearer" in document["components"]["securitySchemes"]
     assert paths["/v1/preview"]["post"]["requestBody"]["required"] is True
+
+
+async def test_qmtl_clients_get_the_plan_in_qmtl_shape(service: RebalancerApp) -> None:
+    operator = TOKENS["operator"]
+    request = orjson.loads(QMTL_EXAMPLE.read_bytes())
+    status, plan = await call(service, "POST", "/rebalancing/plan", operator, request)
+    assert status == 200, plan
+    assert set(plan) >= {"per_world", "global_deltas", "plan_id"}
+    for world in request["world_alloc_after"]:
+        assert {"world_id", "scale_world", "scale_by_strategy", "deltas"} <= set(
+            plan["per_world"][world]
+        )
+    # the same plan as `rebalancer plan` (ids do not depend on the clock)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "plan", str(QMTL_EXAMPLE)],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
+    offline = orjson.loads(done.stdout)
+    assert plan["plan_id"] == offline["plan_id"]
+    assert plan["per_world"] == offline["per_world"]
+    assert plan["global_deltas"] == offline["global_deltas"]
+    # QMTL's optional fields are accepted and change nothing
+    extras = {**request, "overlay": None, "mode": "scaling", "schema_version": 1}
+    status, same = await call(service, "POST", "/rebalancing/plan", operator, extras)
+    assert status == 200, same
+    assert same["per_world"] == plan["per_world"]
+    for body, expected in [
+        ({**request, "mode": "overlay"}, "mode: Input should be 'scaling'"),
+        ({**request, "overlay": {"weights": {}}}, "overlay: Input should be None"),
+        (
+            {"event": world_move("x", {"a": 0.1})},
+            "request: this takes QMTL's request body; ours (with 'event') goes to "
+            "POST /v1/preview or `rebalancer plan`",
+        ),
+    ]:
+        status, refused = await call(service, "POST", "/rebalancing/plan", operator, body)
+        assert status == 422
+        assert expected in refused["error"]
