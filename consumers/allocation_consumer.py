@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from service.engine import RebalanceEngine
 from service.errors import InputError, describe
-from service.messages import topic_event_adapter
+from service.messages.cloudevents import decode_topic_event
 from service.messages.command import OperatorCommand
 from service.metrics import Metrics
 
@@ -86,7 +86,7 @@ class AllocationConsumer:
         try:
             if record.value is None:
                 raise InputError("allocation event is empty (null value)")
-            event = topic_event_adapter.validate_json(record.value)
+            event = decode_topic_event(record.value, record.headers)
             check_key(record.key, event.portfolio_id)
             work = self.engine.on_event(event, self.clock())
         except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -11,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 SCHEMA_VERSION = 1
@@ -110,12 +112,43 @@ LotSize = Annotated[
     ),
     AfterValidator(_countable_lot),
 ]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ms(value: Any) -> Any:
+    """An ISO-8601 time with its zone (``2026-12-02T10:00:00Z``, ``...+09:00``) as epoch
+    milliseconds (below a millisecond cut); anything else is left for the integer checks."""
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"expected epoch milliseconds or an ISO-8601 time, got {value[:40]!r}"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"the ISO-8601 time {value[:40]!r} needs a zone (Z or +hh:mm)")
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
 EpochMs = Annotated[
     int,
+    BeforeValidator(_epoch_ms),
     Field(
         ge=0,
         le=MAX_EPOCH_MS,
-        description="Milliseconds since the Unix epoch, at most 253402300799999 (year 9999).",
+        description="Milliseconds since the Unix epoch, at most 253402300799999 (year 9999), "
+        "or an ISO-8601 time with its zone.",
+    ),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_EPOCH_MS},
+                {"type": "string", "format": "date-time"},
+            ],
+            "description": "Milliseconds since the Unix epoch, at most 253402300799999 (year "
+            "9999), or an ISO-8601 time with its zone (read as epoch milliseconds).",
+        }
     ),
 ]
 Sequence = Annotated[int, Field(ge=0, le=MAX_SEQ)]

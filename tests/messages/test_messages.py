@@ -193,7 +193,11 @@ def test_weights_event_rules(fields: dict[str, Any], expected: str) -> None:
         ),
         ({"positions": [{"symbol": "X"}]}, "positions.0.qty: Field required"),
         ({"positions": {"X": 5}}, "positions: 'X' must be an object with qty"),
-        ({"as_of": "yesterday"}, "as_of: Input should be a valid integer"),
+        (
+            {"as_of": "yesterday"},
+            "as_of: expected epoch milliseconds or an ISO-8601 time, got 'yesterday'",
+        ),
+        ({"as_of": 1.5}, "as_of: Input should be a valid integer"),
         ({"seq": -1}, "seq: Input should be greater than or equal to 0"),
         ({"world_id": "a|b"}, "world_id: String should match pattern"),
     ],

@@ -7,6 +7,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from service.app import RebalancerApp
@@ -427,3 +428,38 @@ async def test_demo_runs_the_scenario_end_to_end() -> None:
     assert "alpha  binance:BTCUSDT  adjust      0.9 -> 0.6      delta -0.3 reduce-only" in text
     assert "[carry +0.1, trend -0.4]" in text
     assert "beta   binance:BTCUSDT  adjust      0.5 -> 0.375    delta -0.125" in text
+
+
+async def test_cloudevents_envelopes_are_planned_and_a_bad_one_dead_lettered(rig: Rig) -> None:
+    await rig.snapshots(snapshot("a", "s1", [btc(1.0)]), snapshot("b", "s1", [btc(2.0)]))
+    attributes = {"specversion": "1.0", "source": "qmtl/controlbus"}
+    structured = {
+        **attributes,
+        "id": "ce-1",
+        "type": "world_allocations_changed",
+        "time": "2026-12-02T10:00:00Z",
+        "data": {
+            "total_equity": 1_000_000.0,
+            "world_alloc_after": {"a": 0.1},
+            "world_alloc_before": {"a": 0.2},
+        },
+    }
+    await rig.feed.send(rig.t.allocations, "default", structured)
+    binary = world_move("ce-2", {"b": 0.3}, {"b": 0.2})
+    del binary["type"]
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"ce-2"),
+        ("ce_source", b"qmtl/controlbus"),
+        ("ce_type", b"world_allocations_changed"),
+    ]
+    await rig.feed.producer.send_and_wait(
+        rig.t.allocations, orjson.dumps(binary), key=b"default", headers=headers
+    )
+    await rig.feed.send(rig.t.allocations, "default", {**structured, "specversion": "0.3"})
+    plans = {p["event_id"]: p for p in await rig.planned(2)}
+    assert plans["ce-1"]["occurred_at"] == 1_796_205_600_000
+    assert [d["delta_qty"] for d in plans["ce-1"]["per_world"]["a"]["deltas"]] == [-0.5]
+    assert [d["delta_qty"] for d in plans["ce-2"]["per_world"]["b"]["deltas"]] == [1.0]
+    (letter,) = await rig.dlq.count(1)
+    assert letter["error_message"] == "cloudevents: specversion '0.3' is not 1.0"
