@@ -7,7 +7,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-_UNION_TAGS = {"world_allocations_changed", "strategy_weights_updated", "policy_rebalance"}
+_UNION_TAGS = {
+    "world_allocations_changed",
+    "strategy_weights_updated",
+    "policy_rebalance",
+    "operator_command",
+}
 _FIELD_TAGS = {
     "trigger": {"band", "calendar", "hybrid", "regime"},
     "target": {"allocation", "weights"},

@@ -56,7 +56,7 @@ class Backend(Protocol):
         ...
 
 
-AVAILABLE_ACTIONS = frozenset({"pause", "resume", "halt"})
+AVAILABLE_ACTIONS = frozenset({"pause", "resume", "halt", "flatten", "rebalance"})
 """The actions this version carries out; the others are refused before they are published."""
 
 
@@ -300,7 +300,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
     async def portfolio_command(
         portfolio: str, action: Action, body: CommandRequest, caller: Annotated[Principal, operator]
     ) -> CommandAccepted:
-        """A command for the whole portfolio (pause, resume, halt)."""
+        """A command for the whole portfolio: pause, resume, halt, flatten."""
         return await submit(portfolio, None, action, body, caller)
 
     @post_command("/v1/portfolios/{portfolio}/worlds/{world}/{action}")
@@ -311,7 +311,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         body: CommandRequest,
         caller: Annotated[Principal, operator],
     ) -> CommandAccepted:
-        """A command for one world of the portfolio (pause, resume, halt)."""
+        """A command for one world: pause, resume, halt, flatten, rebalance (now)."""
         return await submit(portfolio, world, action, body, caller)
 
     documented: dict[str, Any] = {}  # request bodies read raw, described in the document

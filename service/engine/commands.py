@@ -1,15 +1,24 @@
 """Operators' commands, decided like events: the new trading state and the command's result,
-as state records for the edges to write (SPEC 7).
+as state records for the edges to write, and for ``flatten`` and ``rebalance`` a plan (SPEC 7).
 
 ``pause`` and ``halt`` hold a portfolio's or a world's changes (``holding``); ``resume`` lets
-them go, planned once against the positions of that moment by the release check. A command
+them go, planned once against the positions of that moment by the release check. ``flatten``
+plans every key of its scope to zero at once (whatever holds the worlds) and halts the scope
+until a resume; ``rebalance`` plans a world back to its allocation now, as a policy
+correction, and is refused while the world waits. A command
 is remembered by id with the portfolio's applied events, so one read again is not applied
 twice, and its result is kept in the portfolio's state for the API to report.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..errors import InputError
+from ..messages import PolicyRebalance
+from ..messages.allocation import WorldAllocationsChanged
 from ..messages.command import OperatorCommand
+from ..messages.policy import AllocationTarget
 from ..state.allocations import (
     COMMANDS_KEPT,
     AllocationState,
@@ -18,10 +27,16 @@ from ..state.allocations import (
     Record,
     TradingMode,
     TradingState,
+    WorldState,
     encode,
     portfolio_key,
     world_key,
 )
+from .admission import Requested, check_policy
+from .effects import Basis, Effects, PlanRequest, Sources, Trigger
+from .holding import Holding
+from .options import EventOptions
+from .policy import Correction, PolicyCorrections
 from .work import Outcome, Work
 
 MODE_OF: dict[str, TradingMode] = {"pause": "paused", "halt": "halted", "resume": "active"}
@@ -29,10 +44,16 @@ MODE_OF: dict[str, TradingMode] = {"pause": "paused", "halt": "halted", "resume"
 
 
 class Commands:
-    """Decides what an operator's command does to the state."""
+    """Decides what an operator's command does to the state (and, for ``flatten`` and
+    ``rebalance``, plans it)."""
 
-    def __init__(self, state: AllocationState) -> None:
-        self.state = state
+    def __init__(
+        self, sources: Sources, holding: Holding, effects: Effects, policies: PolicyCorrections
+    ) -> None:
+        self.state = sources.state
+        self.holding = holding
+        self.effects = effects
+        self.policies = policies
 
     def on_command(self, command: OperatorCommand, now_ms: int) -> Work:
         state = self.state
@@ -42,27 +63,123 @@ class Commands:
         portfolio = AllocationState.with_applied(
             state.portfolio(portfolio_id), [command.command_id]
         )
-        records: list[Record] = []
+        world = None
+        if command.world_id is not None:
+            world = state.worlds.get((portfolio_id, command.world_id))
+            if world is None:
+                why = f"portfolio {portfolio_id} has no world {command.world_id!r}"
+                return self._refused(command, portfolio, why, now_ms)
+        try:
+            if command.action == "flatten":
+                return self._flatten(command, portfolio, world, now_ms)
+            if command.action == "rebalance":
+                return self._rebalance(command, portfolio, world, now_ms)
+        except InputError as exc:
+            return self._refused(command, portfolio, str(exc), now_ms)
         mode = MODE_OF.get(command.action)
         if mode is None:
-            outcome, detail = "refused", f"{command.action} is not carried out by this version"
-        elif command.world_id is None:
+            why = f"{command.action} is not carried out by this version"
+            return self._refused(command, portfolio, why, now_ms)
+        records: list[Record] = []
+        if world is None:
             before = portfolio.trading.mode
             portfolio = portfolio.model_copy(update={"trading": trading(command, mode, now_ms)})
-            outcome, detail = "applied", f"portfolio {portfolio_id}: {before} -> {mode}"
-        elif (portfolio_id, command.world_id) not in state.worlds:
-            outcome = "refused"
-            detail = f"portfolio {portfolio_id} has no world {command.world_id!r}"
+            detail = f"portfolio {portfolio_id}: {before} -> {mode}"
         else:
-            ws = state.worlds[(portfolio_id, command.world_id)]
-            before = ws.trading.mode
-            ws = ws.model_copy(update={"trading": trading(command, mode, now_ms)})
-            records.append((world_key(portfolio_id, ws.world_id), encode(ws)))
-            outcome = "applied"
-            detail = f"world {ws.world_id} of {portfolio_id}: {before} -> {mode}"
-        portfolio = remember(portfolio, result(command, outcome, detail, now_ms))
+            before = world.trading.mode
+            world = world.model_copy(update={"trading": trading(command, mode, now_ms)})
+            records.append((world_key(portfolio_id, world.world_id), encode(world)))
+            detail = f"world {world.world_id} of {portfolio_id}: {before} -> {mode}"
+        portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
         records.append((portfolio_key(portfolio_id), encode(portfolio)))
         return Work(Outcome.COMMANDED, portfolio_id=portfolio_id, state=records, why=detail)
+
+    def _refused(
+        self, command: OperatorCommand, portfolio: PortfolioState, why: str, now_ms: int
+    ) -> Work:
+        portfolio = remember(portfolio, result(command, "refused", why, now_ms))
+        return Work(
+            Outcome.COMMANDED,
+            portfolio_id=command.portfolio_id,
+            state=[(portfolio_key(command.portfolio_id), encode(portfolio))],
+            why=why,
+        )
+
+    def _flatten(
+        self,
+        command: OperatorCommand,
+        portfolio: PortfolioState,
+        world: WorldState | None,
+        now_ms: int,
+    ) -> Work:
+        """Every key of the scope to zero now (a world move to 0: reduce-only closes), held
+        changes dropped, whatever holds the worlds; then the scope halted until a resume."""
+        portfolio_id = command.portfolio_id
+        scope = [world] if world is not None else self.state.portfolio_worlds(portfolio_id)
+        moving = [w for w in scope if w.alloc]
+        if not moving:
+            raise InputError(f"flatten: no world of {portfolio_id} in scope has an allocation")
+        halted = trading(command, "halted", now_ms).model_copy(update={"latched_by_flatten": True})
+        names = ", ".join(w.world_id for w in moving)
+        detail = f"flatten: worlds {names} of {portfolio_id} to 0; halted until resume"
+        worlds: dict[str, WorldState] = {}
+        if world is None:
+            portfolio = portfolio.model_copy(update={"trading": halted})
+        else:
+            worlds[world.world_id] = world.model_copy(update={"trading": halted})
+        portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
+        event = WorldAllocationsChanged(
+            type="world_allocations_changed",
+            event_id=command.command_id,
+            portfolio_id=portfolio_id,
+            occurred_at=now_ms,
+            total_equity=portfolio.total_equity or 0.0,
+            world_alloc_after={w.world_id: 0.0 for w in moving},
+        )
+        trigger = Trigger(
+            portfolio_id=portfolio_id,
+            event=event,
+            event_ids=(command.command_id,),
+            occurred_at=now_ms,
+            total_equity=event.total_equity,
+            now_ms=now_ms,
+        )
+        requested = [Requested(w.world_id, 0.0) for w in moving]
+        request = PlanRequest(trigger, requested, EventOptions.of(event), Basis(portfolio, worlds))
+        return replace(self.effects.plan(request), outcome=Outcome.COMMANDED, why=detail)
+
+    def _rebalance(
+        self,
+        command: OperatorCommand,
+        portfolio: PortfolioState,
+        world: WorldState | None,
+        now_ms: int,
+    ) -> Work:
+        """The world back to its allocation now, measured on the current snapshots (as a
+        policy correction would), unless something holds it: then refused, with what."""
+        if world is None:
+            raise InputError("rebalance: name a world (POST .../worlds/{world}/rebalance)")
+        waits = self.holding.reason(world, now_ms)
+        if waits is not None:
+            raise InputError(f"rebalance: world {world.world_id} waits ({waits}); not planned")
+        event = PolicyRebalance(
+            type="policy_rebalance",
+            event_id=command.command_id,
+            portfolio_id=command.portfolio_id,
+            occurred_at=now_ms,
+            world_id=world.world_id,
+            policy="command",
+            trigger="command",
+            reason=f"rebalance by {command.requested_by}: {command.reason}",
+            target=AllocationTarget(kind="allocation"),
+        )
+        check_policy(event, world, portfolio)
+        detail = f"rebalance: world {world.world_id} of {command.portfolio_id} planned"
+        portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
+        correction = Correction(event, world, portfolio, (command.command_id,))
+        return replace(
+            self.policies.plan(correction, now_ms), outcome=Outcome.COMMANDED, why=detail
+        )
 
 
 def trading(command: OperatorCommand, mode: TradingMode, now_ms: int) -> TradingState:

@@ -53,7 +53,7 @@ class RebalanceEngine:
         self._holding = Holding(sources)
         self._effects = Effects(sources)
         self._policies = PolicyCorrections(sources, self._holding, self._effects)
-        self._commands = Commands(state)
+        self._commands = Commands(sources, self._holding, self._effects, self._policies)
 
     def prepare(self, table: PositionTable) -> None:
         """Let the planner compute ahead what plans on ``table`` will share (when it can)."""

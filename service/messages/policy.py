@@ -14,7 +14,8 @@ from pydantic import Field, StringConstraints, model_validator
 
 from ._types import SUM_TOLERANCE, EpochMs, Finite, Message, Name, Ratio, SchemaVersion
 
-TriggerKind = Literal["band", "calendar", "hybrid", "regime"]
+TriggerKind = Literal["band", "calendar", "hybrid", "regime", "command"]
+"""What triggered a correction: a live policy's kind, or an operator's ``rebalance``."""
 
 
 class AllocationTarget(Message):

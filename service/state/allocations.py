@@ -66,6 +66,9 @@ class TradingState(Message):
     by: Name | None = None
     reason: str | None = None
     since: EpochMs | None = None
+    latched_by_flatten: bool = Field(
+        default=False, description="Halted by a flatten: only an explicit resume lifts it."
+    )
 
 
 class CommandResult(Message):

@@ -305,11 +305,11 @@ async def test_pause_holds_changes_and_resume_plans_them_from_that_moment(
 
 async def test_commands_are_checked_before_they_are_published(service: RebalancerApp) -> None:
     operator = TOKENS["operator"]
-    status, body = await call(service, "POST", "/v1/portfolios/default/flatten", operator)
+    status, body = await call(service, "POST", "/v1/portfolios/default/reduce-only", operator)
     assert status == 422
     assert body == {
-        "error": "action 'flatten' is not carried out by this version yet (available: halt, "
-        "pause, resume)"
+        "error": "action 'reduce-only' is not carried out by this version yet (available: "
+        "flatten, halt, pause, rebalance, resume)"
     }
     status, body = await call(service, "POST", "/v1/portfolios/default/explode", operator)
     assert status == 422
@@ -431,3 +431,49 @@ async def test_qmtl_clients_get_the_plan_in_qmtl_shape(service: RebalancerApp) -
         status, refused = await call(service, "POST", "/rebalancing/plan", operator, body)
         assert status == 422
         assert expected in refused["error"]
+
+
+async def test_flatten_closes_every_key_and_stays_halted_until_resume(
+    service: RebalancerApp,
+) -> None:
+    settings = service.settings
+    t, servers = settings.topics, settings.bootstrap_servers or ""
+    first = await plan_one_event(service)
+    admin = TOKENS["admin"]
+    async with (
+        Feed(servers) as feed,
+        Tail(servers, t.intents) as intents,
+        Tail(servers, t.plans) as plans,
+    ):
+        await feed.snapshot(
+            t.snapshots, snapshot("a", "s1", [btc(0.4)], converged_plan_id=first["plan_id"])
+        )
+        await service.snapshot_reader.caught_up()
+        status, accepted = await call(
+            service, "POST", "/v1/portfolios/default/flatten", admin, {"reason": "venue down"}
+        )
+        assert status == 202
+        done = await command_done(service, accepted["command_id"])
+        assert (done["status"], done["detail"]) == (
+            "applied",
+            "flatten: worlds a of default to 0; halted until resume",
+        )
+        await plans.until(lambda rs: any(r["event_id"] == accepted["command_id"] for r in rs))
+        (flat,) = [r for r in plans.records if r["event_id"] == accepted["command_id"]]
+        await intents.until(lambda rs: {i["intent_id"] for i in rs} >= set(flat["intent_ids"]))
+        closing = [i for i in intents.records if i["plan_id"] == flat["plan_id"]]
+        assert [(i["target_qty"], i["reduce_only"], i["leg"]) for i in closing] == [
+            (0.0, True, "close")
+        ]
+        status, view = await call(service, "GET", "/v1/portfolios/default", admin)
+        assert view["trading"]["mode"] == "halted"
+        assert view["trading"]["latched_by_flatten"] is True
+        # halted: a change is held, nothing is published for it
+        await feed.event(t.allocations, world_move("e9", {"a": 0.1}))
+        await plans.until(lambda rs: any(r["event_id"] == "e9" for r in rs))
+        (held,) = [r for r in plans.records if r["event_id"] == "e9"]
+        assert held["held_reason"] == "halted: worlds a"
+        status, accepted = await call(service, "POST", "/v1/portfolios/default/resume", admin)
+        assert (await command_done(service, accepted["command_id"]))["status"] == "applied"
+        status, view = await call(service, "GET", "/v1/portfolios/default", admin)
+        assert view["trading"]["mode"] == "active"

@@ -124,7 +124,7 @@ def test_a_command_read_twice_is_applied_once(h: Harness) -> None:
     ("cmd", "detail"),
     [
         (command("pause", world_id="zz"), "portfolio default has no world 'zz'"),
-        (command("flatten"), "flatten is not carried out by this version"),
+        (command("reduce-only"), "reduce-only is not carried out by this version"),
     ],
 )
 def test_a_command_that_cannot_apply_is_refused_with_why(
@@ -141,3 +141,72 @@ def test_results_are_kept_for_the_latest_commands(h: Harness) -> None:
         h.run(h.engine.on_event(command("pause" if i % 2 else "resume", f"c{i}"), 2_000 + i))
     kept = [c.command_id for c in h.state.portfolio("default").commands]
     assert kept == [f"c{i}" for i in range(5, COMMANDS_KEPT + 5)]
+
+
+def test_flatten_closes_every_key_at_once_and_halts_until_resumed(h: Harness) -> None:
+    # world a holds a change (its plan in flight): flatten does not wait for it
+    h.snapshots.apply(snap("s1", 0.4, as_of=950))  # a's plan no longer reached
+    held = h.send(event(event_id="e2", world_alloc_after={"a": 0.1}), now=2_000)
+    assert held.outcome is Outcome.HELD
+    work = h.run(h.engine.on_event(command("flatten"), 3_000))
+    assert work.outcome is Outcome.COMMANDED
+    (record,) = work.records
+    assert (record["event_id"], sorted(record["per_world"])) == ("c1", ["a", "b"])
+    intents = work.intents
+    assert sorted((i["world_id"], i["target_qty"]) for i in intents) == [("a", 0.0), ("b", 0.0)]
+    assert all(i["reduce_only"] and i["leg"] == "close" for i in intents)
+    portfolio = h.state.portfolio("default")
+    assert (portfolio.trading.mode, portfolio.trading.latched_by_flatten) == ("halted", True)
+    assert decided(h, "c1").detail == "flatten: worlds a, b of default to 0; halted until resume"
+    for world in ("a", "b"):
+        ws = h.state.world("default", world)
+        assert (ws.alloc, ws.held) == (0.0, None)
+    later = h.send(event(event_id="e3", world_alloc_after={"a": 0.1}), now=4_000)
+    assert later.records[0]["held_reason"].startswith("halted")
+    h.run(h.engine.on_event(command("resume", "c2"), 5_000))
+    assert h.state.portfolio("default").trading.mode == "active"
+
+
+def test_flatten_of_one_world_halts_that_world(h: Harness) -> None:
+    work = h.run(h.engine.on_event(command("flatten", world_id="b"), 3_000))
+    assert [i["world_id"] for i in work.intents] == ["b"]
+    assert h.state.world("default", "b").trading.mode == "halted"
+    assert h.state.world("default", "a").trading.mode == "active"
+    again = h.run(h.engine.on_event(command("flatten", "c2", world_id="b"), 3_100))
+    assert again.records == []
+    assert decided(h, "c2").detail == "flatten: no world of default in scope has an allocation"
+
+
+def test_rebalance_brings_a_drifted_world_back_now(h: Harness) -> None:
+    flight = h.state.world("default", "a").in_flight
+    assert flight is not None
+    # world a drifted: 4,000 at 100 is 0.4 of the 1,000,000 equity, twice its 0.2
+    h.snapshots.apply(snap("s1", 4_000.0, as_of=2_000, converged_plan_id=flight.plan_id))
+    work = h.run(h.engine.on_event(command("rebalance", world_id="a"), 3_000))
+    (record,) = work.records
+    assert record["policy"]["trigger"] == "command"
+    assert record["policy"]["reason"] == "rebalance by alice: desk review"
+    assert [i["delta_qty"] for i in work.intents] == [-2_000.0]
+    assert decided(h, "c1").detail == "rebalance: world a of default planned"
+
+
+@pytest.mark.parametrize(
+    ("setup", "cmd", "why"),
+    [
+        (None, command("rebalance"), "rebalance: name a world"),
+        (
+            command("pause", "c0"),
+            command("rebalance", world_id="a"),
+            "rebalance: world a waits (paused); not planned",
+        ),
+    ],
+)
+def test_rebalance_is_refused_with_why(
+    h: Harness, setup: OperatorCommand | None, cmd: OperatorCommand, why: str
+) -> None:
+    if setup is not None:
+        h.run(h.engine.on_event(setup, 2_000))
+    work = h.run(h.engine.on_event(cmd, 3_000))
+    assert work.records == []
+    assert decided(h, "c1").outcome == "refused"
+    assert decided(h, "c1").detail.startswith(why)
