@@ -22,7 +22,7 @@ from service.messages.command import OperatorCommand
 from service.metrics import Metrics
 
 from .dead_letters import DeadLetters
-from .unit_of_work import Consumed
+from .unit_of_work import Consumed, Step
 from .worker import LoopControls, Worker
 
 log = logging.getLogger("rebalancer")
@@ -106,6 +106,7 @@ class AllocationConsumer:
             metrics.events_duplicate.inc()
             return False
         if isinstance(event, OperatorCommand):
+            self.worker.unit.fault(Step.COMMAND_READ)
             await self.worker.carry_out(work, consumed)
             decided = self.engine.state.portfolio(event.portfolio_id).commands[-1]
             metrics.commands_decided.labels(event.action, decided.outcome).inc()

@@ -51,6 +51,20 @@ class Step(StrEnum):
     AFTER_RECORDS = "after_records"
     AFTER_STATE = "after_state"
     BEFORE_COMMIT = "before_commit"
+    COMMAND_READ = "command_read"
+    """An operator's command read from the topic and decided in memory, nothing of it written
+    yet (not a step of the order of work: a point between the API's 202 and the command's
+    application)."""
+
+
+ORDER_OF_WORK = (
+    Step.AFTER_PENDING,
+    Step.AFTER_INTENTS,
+    Step.AFTER_RECORDS,
+    Step.AFTER_STATE,
+    Step.BEFORE_COMMIT,
+)
+"""The steps of the order of work, in order."""
 
 
 FaultHook = Callable[[Step], None]
@@ -97,6 +111,11 @@ class Unit(Protocol):
     async def take_over(self, partitions: set[int]) -> None:
         """Called when the assigned allocation partitions change, before the changelog is
         read: whatever the previous owner of a partition left unfinished must be settled."""
+        ...
+
+    @property
+    def fault(self) -> FaultHook:
+        """The crash tests' hook (``no_faults`` otherwise)."""
         ...
 
 

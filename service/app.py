@@ -37,7 +37,7 @@ from consumers.transactions import (
     TransactionalUnitOfWork,
     require_transactions,
 )
-from consumers.unit_of_work import FaultHook, Step, Unit, UnitOfWork, no_faults
+from consumers.unit_of_work import ORDER_OF_WORK, FaultHook, Unit, UnitOfWork, no_faults
 from consumers.worker import LoopControls, Worker
 
 from .api.auth import Authenticator, check_exposure
@@ -57,7 +57,7 @@ from .state.snapshots import SnapshotTable
 
 log = logging.getLogger("rebalancer")
 
-FAULT_STEPS = tuple(step.value for step in Step)
+FAULT_STEPS = tuple(step.value for step in ORDER_OF_WORK)
 """The steps of the order of work a crash test can kill the process at."""
 
 ALLOCATION_FETCH_WAIT_MS = 5
