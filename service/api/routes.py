@@ -409,6 +409,10 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's own: a body that is not JSON (or not UTF-8)
+            return JSONResponse(
+                {"error": f"body: cannot be read as JSON ({exc.detail})"}, status_code=422
+            )
         return JSONResponse(
             {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )

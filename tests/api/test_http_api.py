@@ -315,6 +315,13 @@ async def test_commands_are_checked_before_they_are_published(service: Rebalance
     assert status == 422
     status, body = await call(service, "POST", "/v1/portfolios/default/pause", operator, {})
     assert (status, body) == (422, {"error": "body.reason: Field required"})
+    status, _, raw = await http_request(
+        service.http.port, "POST", "/v1/portfolios/default/pause", token=operator, body=b"]\xff{"
+    )
+    assert (status, orjson.loads(raw)) == (
+        422,
+        {"error": "body: cannot be read as JSON (There was an error parsing the body)"},
+    )
     status, body = await call(service, "GET", "/v1/commands/nope", operator)
     assert status == 404
     # a world the portfolio does not have: accepted, then refused by the owner with why
