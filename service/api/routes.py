@@ -1,7 +1,9 @@
 """The HTTP application: the operations endpoints and the ``/v1`` API, over a ``Backend``.
 
 Every ``/v1`` route names the permission it needs (``auth.Permission``); the caller's token
-decides (401 without a valid token, 403 when its role lacks the permission). Responses are
+decides (401 without a valid token, 403 when its role lacks the permission). Every route and
+dependency is ``async``: FastAPI runs plain functions in a thread pool, and the read model and
+state are changed by the event loop's tasks, so they are read on that loop only. Responses are
 pydantic models, so ``/openapi.json`` describes each of them.
 """
 
@@ -171,7 +173,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         return JSONResponse({"error": str(exc)}, status_code=403)
 
     def needs(permission: Permission) -> Any:
-        def check(
+        async def check(
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> Principal:
             header = None if credentials is None else f"Bearer {credentials.credentials}"
@@ -182,12 +184,12 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
     reader = needs(Permission.READ)
 
     @app.get("/metrics", response_class=Response, tags=["operations"])
-    def metrics() -> Response:
+    async def metrics() -> Response:
         """Prometheus metrics (unauthenticated)."""
         return Response(generate_latest(backend.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", response_class=PlainTextResponse, tags=["operations"])
-    def healthz() -> str:
+    async def healthz() -> str:
         """Alive (unauthenticated)."""
         return "ok\n"
 
@@ -197,19 +199,19 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         tags=["operations"],
         responses={503: {"description": "Still restoring state."}},
     )
-    def readyz() -> PlainTextResponse:
+    async def readyz() -> PlainTextResponse:
         """200 once state is restored and the consumer has joined (unauthenticated)."""
         if backend.is_ready():
             return PlainTextResponse("ready\n")
         return PlainTextResponse("restoring state\n", status_code=503)
 
     @app.get("/v1/whoami", response_model=Caller, tags=["api"], responses=UNAUTHORIZED)
-    def whoami(caller: Annotated[Principal, reader]) -> Caller:
+    async def whoami(caller: Annotated[Principal, reader]) -> Caller:
         """The caller's token name and role."""
         return Caller(name=caller.name, role=caller.role)
 
     @app.get("/v1/portfolios", response_model=PortfolioList, tags=["api"], responses=UNAUTHORIZED)
-    def portfolios(_: Annotated[Principal, reader]) -> PortfolioList:
+    async def portfolios(_: Annotated[Principal, reader]) -> PortfolioList:
         """Every portfolio the topics know, with its worlds."""
         model = backend.read_model
         return PortfolioList(portfolios=[portfolio_view(model, p) for p in model.portfolio_ids()])
@@ -220,7 +222,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         tags=["api"],
         responses={**UNAUTHORIZED, 404: {"model": ErrorBody}},
     )
-    def portfolio(portfolio: str, _: Annotated[Principal, reader]) -> PortfolioView:
+    async def portfolio(portfolio: str, _: Annotated[Principal, reader]) -> PortfolioView:
         """One portfolio, with its worlds."""
         model = backend.read_model
         if portfolio not in model.portfolio_ids():
@@ -233,7 +235,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         tags=["api"],
         responses=UNAUTHORIZED,
     )
-    def plans(
+    async def plans(
         _: Annotated[Principal, reader],
         portfolio: str | None = None,
         world: str | None = None,
@@ -376,7 +378,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         tags=["commands"],
         responses={**UNAUTHORIZED, 404: {"model": ErrorBody}},
     )
-    def command_status(command_id: str, _: Annotated[Principal, reader]) -> CommandStatus:
+    async def command_status(command_id: str, _: Annotated[Principal, reader]) -> CommandStatus:
         """Accepted (on the topic), applied (with its effect) or refused (with why)."""
         found = backend.read_model.command(command_id)
         if found is not None:

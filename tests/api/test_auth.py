@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from service.api.auth import (
@@ -155,3 +157,21 @@ def test_bad_tokens_are_refused_without_showing_them(
         load_settings()
     assert expected in str(caught.value)
     assert "the-raw-token-by-mistake" not in str(caught.value)
+
+
+def test_every_route_and_dependency_runs_on_the_event_loop() -> None:
+    # FastAPI runs plain functions in a thread pool; the read model is changed by the
+    # service's event loop, so reading it from another thread could see it mid-change
+    from typing import cast
+
+    from fastapi.routing import APIRoute
+
+    from service.api.routes import Backend, build_app
+
+    app = build_app(cast(Backend, object()), Authenticator(ApiSettings()))
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    assert len(routes) >= 12
+    for route in routes:
+        assert inspect.iscoroutinefunction(route.endpoint), route.path
+        for dependency in route.dependant.dependencies:
+            assert inspect.iscoroutinefunction(dependency.call), (route.path, dependency.call)
