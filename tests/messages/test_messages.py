@@ -335,7 +335,10 @@ def weights(*items: tuple[str | None, str, float]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"trigger": "whim"}, "trigger: Input should be 'band', 'calendar', 'hybrid', 'regime' or 'command'"),
+        (
+            {"trigger": "whim"},
+            "trigger: Input should be 'band', 'calendar', 'hybrid', 'regime' or 'command'",
+        ),
         ({"target": {"kind": "vibes"}}, "target: Input tag 'vibes' found using 'kind'"),
         ({"target": {"kind": "allocation", "measure": "abs"}}, "target.measure: Input should be"),
         (
