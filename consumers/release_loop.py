@@ -17,6 +17,7 @@ from collections import Counter
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from service.engine import Outcome
 from service.metrics import Metrics
 from service.state.allocations import WorldState
 from service.state.snapshots import SnapshotTable
@@ -87,7 +88,9 @@ class ReleaseLoop:
             if work.dropped is not None:
                 metrics.policy_dropped.inc()
                 log.warning("held policy correction dropped: %s", work.dropped)
-            if work.records:
+            if work.outcome is Outcome.EXPIRED:
+                log.info("proposal %s expired: %s", work.records[0]["plan_id"], work.why)
+            if work.plan is not None:
                 metrics.events_planned.inc(len(work.records[0]["coalesced_event_ids"]))
                 metrics.plan_latency.observe(time.perf_counter() - started)
 

@@ -44,6 +44,7 @@ from .api.auth import Authenticator, check_exposure
 from .api.routes import build_app
 from .api.server import ApiServer
 from .engine import EngineOptions, RebalanceEngine, Work
+from .engine.options import ApprovalRules
 from .live.runner import PolicyRunner
 from .messages.allocation import AllocationEvent
 from .messages.command import OperatorCommand
@@ -88,6 +89,17 @@ def _quietly(stop: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None
     return run
 
 
+def approval_rules(settings: Settings) -> ApprovalRules:
+    """The configured approval mode, as the engine reads it."""
+    approval = settings.approval
+    return ApprovalRules(
+        portfolios=frozenset(s.portfolio for s in approval.required if s.world is None),
+        worlds=frozenset((s.portfolio, s.world) for s in approval.required if s.world),
+        ttl_ms=approval.ttl_ms or settings.planner.intent_ttl_ms,
+        four_eyes=frozenset(approval.four_eyes),
+    )
+
+
 class RebalancerApp:
     """One instance of the rebalancing service: its parts, started and stopped in order."""
 
@@ -111,6 +123,7 @@ class RebalancerApp:
                 planner=settings.planner,
                 plan_settle_timeout_ms=settings.plan_settle_timeout_ms,
                 max_snapshot_age_ms=settings.max_snapshot_age_ms,
+                approval=approval_rules(settings),
             ),
         )
         self.writer_id = uuid.uuid4().hex
@@ -154,6 +167,10 @@ class RebalancerApp:
     @property
     def planner_options(self) -> PlannerOptions:
         return self.settings.planner
+
+    @property
+    def approval_rules(self) -> ApprovalRules:
+        return self.engine.options.approval
 
     def preview(self, event: AllocationEvent) -> Work:
         """A dry run of ``event`` on the read model's state (every portfolio, whoever owns

@@ -30,6 +30,7 @@ from pydantic_settings import (
 
 from .errors import InputError, describe
 from .live.config import PolicySettings
+from .messages._types import Name
 from .planner import PlannerOptions
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
@@ -155,6 +156,39 @@ class ApiSettings(BaseModel):
         return self
 
 
+class ApprovalScope(BaseModel):
+    """A portfolio, or one of its worlds, whose plans need approval."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    portfolio: Name
+    world: Name | None = None
+
+
+class ApprovalSettings(BaseModel):
+    """Approval mode: plans proposed, published only once an approver approves them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    required: list[ApprovalScope] = Field(
+        default_factory=list,
+        description="Portfolios and worlds whose plans need approval (commands "
+        "require-approval and waive-approval change it at run time).",
+    )
+    ttl_ms: int | None = Field(
+        default=None,
+        gt=0,
+        description="A proposal not approved within this expires (unset: the intents' "
+        "planner.intent_ttl_ms; it cannot be longer, or an approval would publish expired "
+        "intents).",
+    )
+    four_eyes: list[Name] = Field(
+        default_factory=list,
+        description="Portfolios where a plan cannot be approved by the token whose command "
+        "produced it.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the service and CLI can be configured with."""
 
@@ -221,9 +255,21 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     api: ApiSettings = ApiSettings()
+    approval: ApprovalSettings = ApprovalSettings()
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
     policies: PolicySettings = PolicySettings()
+
+    @model_validator(mode="after")
+    def _approval_within_intents_life(self) -> Settings:
+        ttl, life = self.approval.ttl_ms, self.planner.intent_ttl_ms
+        if ttl is not None and ttl > life:
+            raise ValueError(
+                f"approval.ttl_ms: {ttl} is longer than planner.intent_ttl_ms ({life}): a "
+                "plan approved that late would publish intents that have expired; raise "
+                "planner.intent_ttl_ms or lower approval.ttl_ms"
+            )
+        return self
 
     @model_validator(mode="after")
     def _policies_fit_the_planner(self) -> Settings:

@@ -154,6 +154,8 @@ class Tail:
         )
         self.records: list[Any] = []
         self.keys: list[bytes | None] = []
+        self.raw: list[bytes | None] = []
+        """The values as published (bytes), beside ``records``."""
 
     async def __aenter__(self) -> Tail:
         await self.consumer.start()
@@ -183,6 +185,7 @@ class Tail:
             for records in batch.values():
                 for r in records:
                     self.keys.append(r.key)
+                    self.raw.append(r.value)
                     self.records.append(None if r.value is None else orjson.loads(r.value))
         return self.records
 

@@ -21,14 +21,21 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import Work
+from ..engine.approval import approval_required
+from ..engine.options import ApprovalRules
 from ..errors import InputError, describe
 from ..messages import allocation_event_adapter
 from ..messages.allocation import AllocationEvent
-from ..messages.command import Action, OperatorCommand
+from ..messages.command import OperatorCommand, PlanAction, ScopeAction
 from ..metrics import Metrics
 from ..planner import PlannerOptions
 from ..request import QmtlPlanRequest, plan_request
-from ..state.allocations import HeldChange, InFlight, TradingState
+from ..state.allocations import (
+    AllocationState,
+    HeldChange,
+    InFlight,
+    TradingState,
+)
 from ..state.read_model import CursorError, PlanSummary, ReadModel
 from .auth import Authenticator, ForbiddenError, Permission, Principal, UnauthenticatedError
 
@@ -42,6 +49,11 @@ class Backend(Protocol):
     def is_ready(self) -> bool: ...
 
     def clock(self) -> int: ...
+
+    @property
+    def approval_rules(self) -> ApprovalRules:
+        """The configured approval mode (``approval``)."""
+        ...
 
     @property
     def planner_options(self) -> PlannerOptions:
@@ -58,7 +70,9 @@ class Backend(Protocol):
         ...
 
 
-AVAILABLE_ACTIONS = frozenset({"pause", "resume", "halt", "flatten", "rebalance"})
+AVAILABLE_ACTIONS = frozenset(
+    {"pause", "resume", "halt", "flatten", "rebalance", "require-approval", "waive-approval"}
+)
 """The actions this version carries out; the others are refused before they are published."""
 
 
@@ -116,6 +130,25 @@ class WorldView(BaseModel):
     strategy_alloc: dict[str, float]
     in_flight: InFlight | None = Field(description="The plan the world waits to reach, if any.")
     held: HeldChange | None = Field(description="A change that waits, and why.")
+    approval_required: bool = Field(
+        description="Whether the world's plans are proposed for approval (a command's "
+        "setting for the world, else the portfolio's, else the configuration)."
+    )
+    proposal: str | None = Field(description="The world's plan awaiting approval, if any.")
+
+
+class ProposalView(BaseModel):
+    """A plan awaiting approval."""
+
+    plan_id: str
+    worlds: list[str]
+    requested_by: str | None = Field(
+        description="The token (or 'policy:<name>') that asked for it; null for an event."
+    )
+    proposed_at: int
+    deadline: int = Field(description="It expires unless approved before.")
+    intents: int = Field(description="Intents approval publishes.")
+    event_ids: list[str] = Field(description="The changes it carries out.")
 
 
 class PortfolioView(BaseModel):
@@ -128,6 +161,7 @@ class PortfolioView(BaseModel):
         description="A plan was written ahead and is being published (or was, by an owner "
         "that stopped: the next owner finishes it)."
     )
+    proposals: list[ProposalView] = Field(description="Plans awaiting approval.")
 
 
 class PortfolioList(BaseModel):
@@ -213,8 +247,10 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
     @app.get("/v1/portfolios", response_model=PortfolioList, tags=["api"], responses=UNAUTHORIZED)
     async def portfolios(_: Annotated[Principal, reader]) -> PortfolioList:
         """Every portfolio the topics know, with its worlds."""
-        model = backend.read_model
-        return PortfolioList(portfolios=[portfolio_view(model, p) for p in model.portfolio_ids()])
+        model, rules = backend.read_model, backend.approval_rules
+        return PortfolioList(
+            portfolios=[portfolio_view(model, rules, p) for p in model.portfolio_ids()]
+        )
 
     @app.get(
         "/v1/portfolios/{portfolio}",
@@ -227,7 +263,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         model = backend.read_model
         if portfolio not in model.portfolio_ids():
             raise HTTPException(404, f"portfolio {portfolio!r} is not known")
-        return portfolio_view(model, portfolio)
+        return portfolio_view(model, backend.approval_rules, portfolio)
 
     @app.get(
         "/v1/plans",
@@ -256,9 +292,19 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
     submitted: dict[str, OperatorCommand] = {}  # by this instance, until decided
 
     async def submit(
-        portfolio: str, world: str | None, action: str, body: CommandRequest, caller: Principal
+        portfolio: str,
+        world: str | None,
+        action: str,
+        body: CommandRequest,
+        caller: Principal,
+        plan_id: str | None = None,
     ) -> CommandAccepted:
-        if action not in AVAILABLE_ACTIONS:
+        if action == "waive-approval" and not caller.may(Permission.APPROVE):
+            raise ForbiddenError(
+                f"role {caller.role} cannot waive approval: that takes both the operate and "
+                "the approve permissions (admin)"
+            )
+        if plan_id is None and action not in AVAILABLE_ACTIONS:
             raise HTTPException(
                 422,
                 f"action {action!r} is not carried out by this version yet (available: "
@@ -274,6 +320,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
                 reason=body.reason,
                 requested_by=caller.name,
                 requested_at=backend.clock(),
+                plan_id=plan_id,
             )
         except ValidationError as exc:
             raise HTTPException(422, describe(exc)) from None
@@ -300,21 +347,53 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
 
     @post_command("/v1/portfolios/{portfolio}/{action}")
     async def portfolio_command(
-        portfolio: str, action: Action, body: CommandRequest, caller: Annotated[Principal, operator]
+        portfolio: str,
+        action: ScopeAction,
+        body: CommandRequest,
+        caller: Annotated[Principal, operator],
     ) -> CommandAccepted:
-        """A command for the whole portfolio: pause, resume, halt, flatten."""
+        """A command for the whole portfolio: pause, resume, halt, flatten, require-approval,
+        waive-approval (admin: it takes the approve permission too)."""
         return await submit(portfolio, None, action, body, caller)
 
     @post_command("/v1/portfolios/{portfolio}/worlds/{world}/{action}")
     async def world_command(
         portfolio: str,
         world: str,
-        action: Action,
+        action: ScopeAction,
         body: CommandRequest,
         caller: Annotated[Principal, operator],
     ) -> CommandAccepted:
-        """A command for one world: pause, resume, halt, flatten, rebalance (now)."""
+        """A command for one world: pause, resume, halt, flatten, rebalance (now),
+        require-approval, waive-approval (admin)."""
         return await submit(portfolio, world, action, body, caller)
+
+    approver = needs(Permission.APPROVE)
+
+    @post_command(
+        "/v1/plans/{plan_id}/{decision}",
+        responses={**command_responses, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    )
+    async def plan_decision(
+        plan_id: str,
+        decision: PlanAction,
+        body: CommandRequest,
+        caller: Annotated[Principal, approver],
+    ) -> CommandAccepted:
+        """Approve a proposed plan (its intents published as proposed, if nothing it was
+        made from has moved; else it expires and is proposed again) or reject it."""
+        summary = backend.read_model.plans.get(plan_id)
+        if summary is None:
+            raise HTTPException(
+                404,
+                f"plan {plan_id!r} is not known here (yet: the plan history follows the plan "
+                "topic)",
+            )
+        if summary.status != "proposed":
+            raise HTTPException(
+                409, f"plan {plan_id!r} is {summary.status}, not proposed: nothing to {decision}"
+            )
+        return await submit(summary.portfolio_id, None, decision, body, caller, plan_id)
 
     documented: dict[str, Any] = {}  # request bodies read raw, described in the document
 
@@ -435,13 +514,35 @@ def request_errors(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def portfolio_view(model: ReadModel, portfolio_id: str) -> PortfolioView:
+def proposal_views(state: AllocationState, portfolio_id: str) -> list[ProposalView]:
+    out = []
+    for p, plan_id in sorted(state.proposals):
+        proposed = state.proposal(p, plan_id) if p == portfolio_id else None
+        if proposed is None:
+            continue
+        record, terms = proposed.record, proposed.terms
+        out.append(
+            ProposalView(
+                plan_id=plan_id,
+                worlds=[w.world_id for w in terms.worlds],
+                requested_by=terms.requested_by,
+                proposed_at=terms.proposed_at,
+                deadline=terms.deadline,
+                intents=len(record.get("intent_ids") or []),
+                event_ids=list(record.get("coalesced_event_ids") or []),
+            )
+        )
+    return out
+
+
+def portfolio_view(model: ReadModel, rules: ApprovalRules, portfolio_id: str) -> PortfolioView:
     state = model.state
     worlds = state.portfolio_worlds(portfolio_id)
+    portfolio = state.portfolio(portfolio_id)
     return PortfolioView(
         portfolio_id=portfolio_id,
-        total_equity=state.portfolio(portfolio_id).total_equity,
-        trading=state.portfolio(portfolio_id).trading,
+        total_equity=portfolio.total_equity,
+        trading=portfolio.trading,
         worlds=[
             WorldView(
                 world_id=w.world_id,
@@ -451,9 +552,12 @@ def portfolio_view(model: ReadModel, portfolio_id: str) -> PortfolioView:
                 strategy_alloc=w.strategy_alloc,
                 in_flight=w.in_flight,
                 held=w.held,
+                approval_required=approval_required(rules, portfolio, w),
+                proposal=w.proposal,
             )
             for w in worlds
         ],
         plans_in_flight=sorted({w.in_flight.plan_id for w in worlds if w.in_flight}),
         plan_being_written=portfolio_id in state.pending,
+        proposals=proposal_views(state, portfolio_id),
     )

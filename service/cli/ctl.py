@@ -25,7 +25,17 @@ from .common import EXIT_BAD_INPUT, EXIT_BROKER, EXIT_OK, Subparsers, read_sourc
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 WAIT_S = 30.0
-STATE_ACTIONS = ("pause", "resume", "halt", "reduce-only", "flatten", "rebalance")
+STATE_ACTIONS = (
+    "pause",
+    "resume",
+    "halt",
+    "reduce-only",
+    "flatten",
+    "rebalance",
+    "require-approval",
+    "waive-approval",
+)
+PLAN_DECISIONS = ("approve", "reject")
 
 
 class RefusedError(Exception):
@@ -115,6 +125,13 @@ def show_status(result: Any) -> str:
                 ]
             )
         rows.append(tabulate(table))
+        for proposal in p.get("proposals", []):
+            by = proposal["requested_by"] or "an allocation event"
+            rows.append(
+                f"proposal {proposal['plan_id']}: worlds {', '.join(proposal['worlds'])}, "
+                f"{proposal['intents']} intents, asked by {by}, expires "
+                f"{_time(proposal['deadline'])}"
+            )
     return "\n".join(rows) + "\n"
 
 
@@ -123,6 +140,17 @@ def command(client: ApiClient, args: argparse.Namespace) -> Any:
     if args.world:
         scope += f"/worlds/{args.world}"
     accepted = client.call("POST", f"{scope}/{args.action}", {"reason": args.reason})
+    return _waited(client, args, accepted)
+
+
+def decision(client: ApiClient, args: argparse.Namespace) -> Any:
+    path = f"/v1/plans/{urllib.parse.quote(args.plan_id)}/{args.action}"
+    accepted = client.call("POST", path, {"reason": args.reason})
+    return _waited(client, args, accepted)
+
+
+def _waited(client: ApiClient, args: argparse.Namespace, accepted: Any) -> Any:
+    """The accepted command, or with ``--wait`` what became of it (polled until decided)."""
     if not args.wait:
         return {**accepted, "status": "accepted"}
     deadline = time.monotonic() + WAIT_S
@@ -235,6 +263,13 @@ def register(sub: Subparsers) -> None:
         p.add_argument("--reason", required=True, help="why (kept with the command)")
         p.add_argument("--wait", action="store_true", help="wait until it is applied")
         p.set_defaults(ctl=command, show=show_command, action=action)
+
+    for action in PLAN_DECISIONS:
+        p = verbs.add_parser(action, help=f"{action} a proposed plan (approver)")
+        p.add_argument("plan_id")
+        p.add_argument("--reason", required=True, help="why (kept with the plan record)")
+        p.add_argument("--wait", action="store_true", help="wait until it is decided")
+        p.set_defaults(ctl=decision, show=show_command, action=action)
 
     p = verbs.add_parser("command", help="what became of a command")
     p.add_argument("command_id")

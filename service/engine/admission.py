@@ -6,7 +6,7 @@ before anything of the event is published or written, so a refused event changes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,7 +21,14 @@ from ..messages import (
 )
 from ..messages._types import SUM_TOLERANCE
 from ..messages.allocation import AllocationEvent
-from ..state.allocations import AllocationState, PortfolioState, WorldState
+from ..state.allocations import (
+    AllocationState,
+    HeldChange,
+    HoldReason,
+    PortfolioState,
+    WorldState,
+)
+from .options import EventOptions
 
 M = TypeVar("M", WorldState, PortfolioState)
 
@@ -35,6 +42,37 @@ class Requested:
     alloc_before: float | None = None
     strategy_after: Mapping[str, float] | None = None
     strategy_before: Mapping[str, float] | None = None
+
+    def waiting(self, basis: Waiting) -> HeldChange:
+        """This move as a world's held change, waiting as ``basis`` says."""
+        asked = basis.asked
+        return HeldChange(
+            event_ids=list(basis.event_ids),
+            reason=basis.reason,
+            since=basis.since,
+            alloc_after=self.alloc_after,
+            strategy_after=dict(self.strategy_after) if self.strategy_after else None,
+            alloc_before=self.alloc_before,
+            strategy_before=dict(self.strategy_before) if self.strategy_before else None,
+            total_equity=basis.total_equity,
+            occurred_at=basis.occurred_at,
+            min_trade_notional=asked.min_trade_notional,
+            lot_size_by_symbol=dict(asked.lot_size_by_symbol or {}) or None,
+            requested_by=basis.requested_by,
+        )
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why and since when a move waits, with what it carries out and asks of its plan."""
+
+    event_ids: Sequence[str]
+    reason: HoldReason
+    since: int
+    total_equity: float | None
+    occurred_at: int
+    asked: EventOptions
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)

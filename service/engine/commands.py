@@ -30,17 +30,22 @@ from ..state.allocations import (
     WorldState,
     encode,
     portfolio_key,
+    proposal_key,
     world_key,
 )
 from .admission import Requested, check_policy
-from .effects import Basis, Effects, PlanRequest, Sources, Trigger
+from .approval import decided
+from .effects import Basis, Effects, PlanRequest, Sources, Trigger, publication
 from .holding import Holding
 from .options import EventOptions
 from .policy import Correction, PolicyCorrections
-from .work import Outcome, Work
+from .work import Json, Outcome, Work
 
 MODE_OF: dict[str, TradingMode] = {"pause": "paused", "halt": "halted", "resume": "active"}
 """The trading mode each state command sets."""
+
+APPROVAL_OF: dict[str, bool] = {"require-approval": True, "waive-approval": False}
+"""Whether plans need approval, as each approval-mode command sets it."""
 
 
 class Commands:
@@ -74,22 +79,42 @@ class Commands:
                 return self._flatten(command, portfolio, world, now_ms)
             if command.action == "rebalance":
                 return self._rebalance(command, portfolio, world, now_ms)
+            if command.action == "approve":
+                return self._approve(command, portfolio, now_ms)
+            if command.action == "reject":
+                return self._reject(command, portfolio, now_ms)
+            if command.action in APPROVAL_OF:
+                return self._approval_mode(command, portfolio, world, now_ms)
         except InputError as exc:
             return self._refused(command, portfolio, str(exc), now_ms)
         mode = MODE_OF.get(command.action)
         if mode is None:
             why = f"{command.action} is not carried out by this version"
             return self._refused(command, portfolio, why, now_ms)
+        if world is None:
+            detail = f"portfolio {portfolio_id}: {portfolio.trading.mode} -> {mode}"
+        else:
+            detail = f"world {world.world_id} of {portfolio_id}: {world.trading.mode} -> {mode}"
+        update = {"trading": trading(command, mode, now_ms)}
+        return self._set(command, portfolio, world, update, detail, now_ms)
+
+    def _set(
+        self,
+        command: OperatorCommand,
+        portfolio: PortfolioState,
+        world: WorldState | None,
+        update: Json,
+        detail: str,
+        now_ms: int,
+    ) -> Work:
+        """The work of a command that sets ``update`` on its world, or on its portfolio."""
+        portfolio_id = command.portfolio_id
         records: list[Record] = []
         if world is None:
-            before = portfolio.trading.mode
-            portfolio = portfolio.model_copy(update={"trading": trading(command, mode, now_ms)})
-            detail = f"portfolio {portfolio_id}: {before} -> {mode}"
+            portfolio = portfolio.model_copy(update=update)
         else:
-            before = world.trading.mode
-            world = world.model_copy(update={"trading": trading(command, mode, now_ms)})
+            world = world.model_copy(update=update)
             records.append((world_key(portfolio_id, world.world_id), encode(world)))
-            detail = f"world {world.world_id} of {portfolio_id}: {before} -> {mode}"
         portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
         records.append((portfolio_key(portfolio_id), encode(portfolio)))
         return Work(Outcome.COMMANDED, portfolio_id=portfolio_id, state=records, why=detail)
@@ -127,6 +152,13 @@ class Commands:
             portfolio = portfolio.model_copy(update={"trading": halted})
         else:
             worlds[world.world_id] = world.model_copy(update={"trading": halted})
+        proposals = sorted({w.proposal for w in scope if w.proposal is not None})
+        for ws in scope:  # their proposals are withdrawn, their changes dropped
+            if ws.proposal is not None:
+                ws = worlds.get(ws.world_id, ws)
+                worlds[ws.world_id] = ws.model_copy(update={"proposal": None, "held": None})
+        if proposals:
+            detail += f"; proposals {', '.join(proposals)} withdrawn"
         portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
         event = WorldAllocationsChanged(
             type="world_allocations_changed",
@@ -145,8 +177,32 @@ class Commands:
             now_ms=now_ms,
         )
         requested = [Requested(w.world_id, 0.0) for w in moving]
-        request = PlanRequest(trigger, requested, EventOptions.of(event), Basis(portfolio, worlds))
-        return replace(self.effects.plan(request), outcome=Outcome.COMMANDED, why=detail)
+        basis = Basis(portfolio, worlds)
+        request = PlanRequest(trigger, requested, EventOptions.of(event), basis, approvable=False)
+        work = self.effects.plan(request)
+        withdrawn = self._withdrawn(proposals, command, now_ms)
+        return replace(
+            work,
+            outcome=Outcome.COMMANDED,
+            why=detail,
+            records=[*withdrawn.records, *work.records],
+            state=[*withdrawn.state, *work.state],
+        )
+
+    def _withdrawn(self, plan_ids: list[str], command: OperatorCommand, now_ms: int) -> Work:
+        """The records and state of proposals a flatten withdraws (its worlds are written
+        by the flatten's plan)."""
+        portfolio_id = command.portfolio_id
+        records = []
+        state: list[Record] = []
+        for plan_id in plan_ids:
+            proposed = self.state.proposal(portfolio_id, plan_id)
+            if proposed is None:
+                continue
+            why = f"withdrawn by flatten {command.command_id} ({command.requested_by})"
+            records.append(decided(proposed.record, "expired", command.requested_by, why, now_ms))
+            state.append((proposal_key(portfolio_id, plan_id), None))
+        return Work(Outcome.COMMANDED, records=records, state=state)
 
     def _rebalance(
         self,
@@ -176,10 +232,105 @@ class Commands:
         check_policy(event, world, portfolio)
         detail = f"rebalance: world {world.world_id} of {command.portfolio_id} planned"
         portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
-        correction = Correction(event, world, portfolio, (command.command_id,))
+        correction = Correction(
+            event, world, portfolio, (command.command_id,), command.requested_by
+        )
         return replace(
             self.policies.plan(correction, now_ms), outcome=Outcome.COMMANDED, why=detail
         )
+
+    def _approve(self, command: OperatorCommand, portfolio: PortfolioState, now_ms: int) -> Work:
+        """Publish a proposal as it was proposed, if nothing it was made from has moved;
+        else expire it and let the release check plan its change again (and propose it)."""
+        approvals = self.effects.approvals
+        assert command.plan_id is not None  # the message requires it
+        proposed = approvals.find(command.portfolio_id, command.plan_id, "approve")
+        plan_id = command.plan_id
+        asker = proposed.terms.requested_by
+        if approvals.four_eyes(command.portfolio_id) and asker == command.requested_by:
+            raise InputError(
+                f"approve: four-eyes: {command.requested_by} asked for plan {plan_id} and "
+                "cannot approve it; another approver must"
+            )
+        for ws in approvals.worlds(proposed):
+            mode = self.state.trading_mode(ws)
+            if mode in ("paused", "halted"):
+                raise InputError(
+                    f"approve: world {ws.world_id} is {mode}; resume it before approving "
+                    f"plan {plan_id}"
+                )
+        moved = approvals.moved(proposed, portfolio, now_ms)
+        if moved is not None:
+            detail = f"approve: plan {plan_id} expired ({moved}); its change is planned again"
+            portfolio = remember(portfolio, result(command, "refused", detail, now_ms))
+            return approvals.close(
+                proposed,
+                portfolio,
+                status="expired",
+                by=command.requested_by,
+                reason=moved,
+                replan=True,
+                now_ms=now_ms,
+                outcome=Outcome.COMMANDED,
+            )
+        record, worlds = approvals.approved(
+            proposed, portfolio, command.requested_by, command.reason, now_ms
+        )
+        detail = (
+            f"approve: plan {plan_id} published as proposed ({len(record['intent_ids'])} intents)"
+        )
+        portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
+        work = publication(
+            command.portfolio_id,
+            record,
+            worlds,
+            portfolio,
+            closes_proposal=True,
+            outcome=Outcome.COMMANDED,
+        )
+        return replace(work, why=detail)
+
+    def _reject(self, command: OperatorCommand, portfolio: PortfolioState, now_ms: int) -> Work:
+        """Drop a proposal and its change, with the approver's reason."""
+        assert command.plan_id is not None  # the message requires it
+        approvals = self.effects.approvals
+        proposed = approvals.find(command.portfolio_id, command.plan_id, "reject")
+        detail = f"reject: plan {command.plan_id} rejected; its change is not carried out"
+        portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
+        work = approvals.close(
+            proposed,
+            portfolio,
+            status="rejected",
+            by=command.requested_by,
+            reason=command.reason,
+            replan=False,
+            now_ms=now_ms,
+            outcome=Outcome.COMMANDED,
+        )
+        return replace(work, why=detail)
+
+    def _approval_mode(
+        self,
+        command: OperatorCommand,
+        portfolio: PortfolioState,
+        world: WorldState | None,
+        now_ms: int,
+    ) -> Work:
+        """Whether the portfolio's or the world's plans need approval from now on (a
+        proposal already made stays one)."""
+        required = APPROVAL_OF[command.action]
+        wording = "need approval" if required else "are published without approval"
+        records: list[Record] = []
+        if world is None:
+            portfolio = portfolio.model_copy(update={"approval": required})
+            detail = f"plans of portfolio {command.portfolio_id} {wording}"
+        else:
+            world = world.model_copy(update={"approval": required})
+            records.append((world_key(command.portfolio_id, world.world_id), encode(world)))
+            detail = f"plans of world {world.world_id} of {command.portfolio_id} {wording}"
+        portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
+        records.append((portfolio_key(command.portfolio_id), encode(portfolio)))
+        return Work(Outcome.COMMANDED, portfolio_id=command.portfolio_id, state=records, why=detail)
 
 
 def trading(command: OperatorCommand, mode: TradingMode, now_ms: int) -> TradingState:

@@ -9,8 +9,8 @@ may have moved.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from ..planner.plan import options_record
 from ..state.allocations import (
     AllocationState,
     HeldChange,
+    HoldReason,
     InFlight,
     PendingPlan,
     PortfolioState,
@@ -43,10 +44,12 @@ from ..state.allocations import (
     encode,
     pending_key,
     portfolio_key,
+    proposal_key,
     world_key,
 )
 from ..state.snapshots import SnapshotTable
-from .admission import Requested, checked
+from .admission import Requested, Waiting, checked
+from .approval import Approvals, proposal_entry
 from .options import EngineOptions, EventOptions
 from .work import Held, Json, Outcome, Work
 
@@ -75,6 +78,9 @@ class Trigger:
     occurred_at: int
     total_equity: float
     now_ms: int
+    requested_by: str | None = None
+    """The token whose command, or the policy, that asked for the plan (not hashed: who asks
+    does not change the plan); four-eyes keeps it from approving the plan."""
 
     def context(
         self, changes: Sequence[WorldChange], positions: PositionTable, options: PlannerOptions
@@ -118,6 +124,24 @@ class PlanRequest:
     requested: list[Requested]
     asked: EventOptions
     basis: Basis
+    approvable: bool = True
+    """Whether the plan is proposed rather than published where approval is required
+    (a flatten, an emergency exit, never waits for an approver)."""
+
+    def held_changes(self) -> dict[str, HeldChange]:
+        """The requested moves as held changes: what a proposal's worlds keep while they wait
+        for the approver, and plan again if the proposal expires."""
+        trigger, asked = self.trigger, self.asked
+        waiting = Waiting(
+            event_ids=trigger.event_ids,
+            reason=HoldReason.AWAITING_APPROVAL,
+            since=trigger.now_ms,
+            total_equity=trigger.total_equity,
+            occurred_at=trigger.occurred_at,
+            asked=asked,
+            requested_by=trigger.requested_by,
+        )
+        return {req.world_id: req.waiting(waiting) for req in self.requested}
 
 
 class Effects:
@@ -125,6 +149,7 @@ class Effects:
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
+        self.approvals = Approvals(sources)
 
     def plan(self, request: PlanRequest) -> Work:
         """Plan the requested moves from the state's allocations (an event's before only for
@@ -153,10 +178,20 @@ class Effects:
         shared = options.execution_mode == "shared_account"
         positions = self.sources.snapshots.positions(None if shared else planned)
         context = trigger.context(changes, positions, options)
-        return self.commit(run_planner(self.sources.planner, context), trigger, request.basis)
+        plan = run_planner(self.sources.planner, context)
+        proposal = request.held_changes() if request.approvable else None
+        return self.commit(plan, trigger, request.basis, proposal)
 
-    def commit(self, plan: Plan, trigger: Trigger, basis: Basis) -> Work:
-        """A plan's work: its intents, record, write-ahead and new state.
+    def commit(
+        self,
+        plan: Plan,
+        trigger: Trigger,
+        basis: Basis,
+        proposal: Mapping[str, HeldChange] | None = None,
+    ) -> Work:
+        """A plan's work: its intents, record, write-ahead and new state; or, where a planned
+        world needs approval and ``proposal`` gives each planned world's change as it would
+        wait, the work of proposing it.
 
         An external change sets each planned world's allocations to the plan's; a policy's
         correction leaves them as they are (the positions moved, not the targets). A world
@@ -189,6 +224,7 @@ class Effects:
                 if has_intents
                 else None,
                 "held": None,
+                "proposal": None,
             }
             if policy is None:
                 update["alloc"] = scale.alloc_after
@@ -197,27 +233,16 @@ class Effects:
                 }
             new_worlds[scale.world_id] = checked(ws.model_copy(update=update))
         portfolio = checked(basis.portfolio)
-        state = [(world_key(portfolio_id, w), encode(s)) for w, s in new_worlds.items()]
-        state.append((portfolio_key(portfolio_id), encode(portfolio)))
-        # the write-ahead, serialised directly: the record is large and already plain data
-        pending = orjson.dumps(
-            {
-                "portfolio_id": portfolio_id,
-                "record": record,
-                "worlds": [w.model_dump(mode="json") for w in new_worlds.values()],
-                "portfolio": portfolio.model_dump(mode="json"),
-            }
-        )
-        return Work(
-            Outcome.PLANNED,
-            portfolio_id=portfolio_id,
-            state=[*state, (pending_key(portfolio_id), None)],
-            records=[record],
-            plan=plan,
-            intents_from=record,
-            pending=(pending_key(portfolio_id), pending),
-            planned_worlds=[scale.world_id for scale in plan.worlds],
-        )
+        planned = [scale.world_id for scale in plan.worlds]
+        if proposal is not None and any(
+            self.approvals.required(portfolio, self.sources.state.world(portfolio_id, w))
+            for w in planned
+        ):
+            return self.approvals.propose(
+                plan, record, new_worlds, portfolio, proposal, trigger.now_ms
+            )
+        work = publication(portfolio_id, record, new_worlds.values(), portfolio)
+        return replace(work, plan=plan, planned_worlds=planned)
 
     def held(
         self,
@@ -256,22 +281,62 @@ class Effects:
         return Held(worlds, reasons, record)
 
 
+def publication(
+    portfolio_id: str,
+    record: Json,
+    worlds: Iterable[WorldState],
+    portfolio: PortfolioState,
+    *,
+    closes_proposal: bool = False,
+    outcome: Outcome = Outcome.PLANNED,
+) -> Work:
+    """The work of publishing a plan record's intents: the write-ahead (record and state to
+    write), the intents, the record, then the state (``closes_proposal``: the record is an
+    approved proposal, which goes from the state with it)."""
+    worlds = list(worlds)
+    state: list[Record] = [(world_key(portfolio_id, ws.world_id), encode(ws)) for ws in worlds]
+    state.append((portfolio_key(portfolio_id), encode(portfolio)))
+    ahead: Json = {
+        "portfolio_id": portfolio_id,
+        "record": record,
+        "worlds": [w.model_dump(mode="json") for w in worlds],
+        "portfolio": portfolio.model_dump(mode="json"),
+    }
+    if closes_proposal:
+        state.append((proposal_key(portfolio_id, record["plan_id"]), None))
+        ahead["closes_proposal"] = True
+    # the write-ahead, serialised directly: the record is large and already plain data
+    pending = orjson.dumps(ahead)
+    return Work(
+        outcome,
+        portfolio_id=portfolio_id,
+        state=[*state, (pending_key(portfolio_id), None)],
+        records=[record],
+        intents_from=record,
+        pending=(pending_key(portfolio_id), pending),
+    )
+
+
 def resume(pending: PendingPlan) -> Work:
-    """Finish a plan that was being published when the service stopped: the same record,
-    the same intents (rebuilt from the record, byte for byte), the same state."""
+    """Finish a plan that was being published (or proposed) when the service stopped: the
+    same record, the same intents (rebuilt from the record, byte for byte), the same state."""
     record = pending.record
     portfolio_id = pending.portfolio_id
     state: list[Record] = [
         (world_key(portfolio_id, ws.world_id), encode(ws)) for ws in pending.worlds
     ]
     state.append((portfolio_key(portfolio_id), encode(pending.portfolio)))
+    if pending.proposal is not None:
+        state.append(proposal_entry(portfolio_id, record, pending.proposal))
+    if pending.closes_proposal:
+        state.append((proposal_key(portfolio_id, record["plan_id"]), None))
     state.append((pending_key(portfolio_id), None))
     return Work(
         Outcome.RESUMED,
         portfolio_id=portfolio_id,
         state=state,
         records=[record],
-        intents_from=record,
+        intents_from=None if pending.proposal is not None else record,
     )
 
 

@@ -127,7 +127,7 @@ class RebalanceEngine:
         Held changes that cannot be planned come back ``REFUSED`` and stay held (the
         snapshots may make them plannable later); a held policy correction that cannot be
         comes back ``DROPPED``."""
-        out: list[Work] = []
+        out: list[Work] = self._effects.approvals.expired(now_ms, portfolios)
         for portfolio_id, ready in self._holding.ready(now_ms, portfolios).items():
             corrections = [ws for ws in ready if ws.held is not None and ws.held.policy is not None]
             out.extend(self._policies.release(ws, now_ms) for ws in corrections)

@@ -21,7 +21,7 @@ from ..state.allocations import (
     PortfolioState,
     WorldState,
 )
-from .admission import Requested
+from .admission import Requested, Waiting
 from .effects import Basis, PlanRequest, Sources, Trigger
 from .options import EventOptions
 from .work import Json
@@ -95,6 +95,8 @@ class Holding:
         for (portfolio_id, _), ws in sorted(state.worlds.items()):
             if ws.held is None or (owned is not None and portfolio_id not in owned):
                 continue
+            if ws.proposal is not None:  # the approver decides when it goes
+                continue
             if portfolio_id in state.pending:
                 continue
             if self.suspended(ws) is not None:
@@ -147,20 +149,15 @@ def coalesce(
 
 def _held_anew(req: Requested, arrival: Arrival, reason: HoldReason) -> HeldChange:
     event = arrival.event
-    asked = EventOptions.of(event)
-    return HeldChange(
+    waiting = Waiting(
         event_ids=[event.event_id],
         reason=reason,
         since=arrival.now_ms,
-        alloc_after=req.alloc_after,
-        strategy_after=dict(req.strategy_after) if req.strategy_after else None,
-        alloc_before=req.alloc_before,
-        strategy_before=dict(req.strategy_before) if req.strategy_before else None,
         total_equity=arrival.equity,
         occurred_at=event.occurred_at,
-        min_trade_notional=asked.min_trade_notional,
-        lot_size_by_symbol=dict(asked.lot_size_by_symbol or {}) or None,
+        asked=EventOptions.of(event),
     )
+    return req.waiting(waiting)
 
 
 def hold_policy(
@@ -196,6 +193,7 @@ def release_request(
         (h.total_equity for h in reversed(changes) if h.total_equity is not None),
         portfolio.total_equity or 0.0,
     )
+    asker = next((h.requested_by for h in reversed(changes) if h.requested_by), None)
     trigger = Trigger(
         portfolio_id=portfolio.portfolio_id,
         event=None,
@@ -203,6 +201,7 @@ def release_request(
         occurred_at=max(h.occurred_at for h in changes),
         total_equity=equity,
         now_ms=now_ms,
+        requested_by=asker,
     )
     requested = [
         Requested(w, h.alloc_after, h.alloc_before, h.strategy_after, h.strategy_before)

@@ -14,6 +14,21 @@ from ..state.allocations import HeldChange
 
 
 @dataclass(frozen=True)
+class ApprovalRules:
+    """Which plans need approval by configuration, how long a proposal waits, and where
+    four-eyes applies. Commands override the configuration per portfolio and world (kept in
+    the state)."""
+
+    portfolios: frozenset[str] = frozenset()
+    worlds: frozenset[tuple[str, str]] = frozenset()
+    ttl_ms: int = 300_000
+    four_eyes: frozenset[str] = frozenset()
+
+    def configured(self, portfolio_id: str, world_id: str) -> bool:
+        return portfolio_id in self.portfolios or (portfolio_id, world_id) in self.worlds
+
+
+@dataclass(frozen=True)
 class EngineOptions:
     """The service settings the engine needs."""
 
@@ -23,6 +38,7 @@ class EngineOptions:
     execution node that never reports convergence must not hold a world for ever."""
     max_snapshot_age_ms: int | None = None
     """Snapshots older than this hold their world's changes (``None``: never)."""
+    approval: ApprovalRules = field(default_factory=ApprovalRules)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from ..policies.measure import holdings, label
 from ..state.allocations import (
     POLICY_TRIGGERS_KEPT,
     AllocationState,
+    HoldReason,
     PortfolioState,
     WorldState,
     encode,
@@ -45,6 +46,12 @@ class Correction:
     world: WorldState
     portfolio: PortfolioState
     event_ids: tuple[str, ...]
+    requested_by: str | None = None
+    """Who asked: an operator's token (a rebalance command), else the policy itself."""
+
+    @property
+    def asker(self) -> str:
+        return self.requested_by or f"policy:{self.event.policy}"
 
 
 class PolicyCorrections:
@@ -106,7 +113,10 @@ class PolicyCorrections:
         portfolio = self.sources.state.portfolio(ws.portfolio_id)
         try:
             check_policy(held.policy, ws, portfolio)
-            return self.plan(Correction(held.policy, ws, portfolio, tuple(held.event_ids)), now_ms)
+            correction = Correction(
+                held.policy, ws, portfolio, tuple(held.event_ids), held.requested_by
+            )
+            return self.plan(correction, now_ms)
         except InputError as exc:
             freed = ws.model_copy(update={"held": None})
             return Work(
@@ -178,6 +188,12 @@ class PolicyCorrections:
             occurred_at=event.occurred_at,
             total_equity=equity,
             now_ms=now_ms,
+            requested_by=correction.asker,
         )
         plan = run_planner(planner, trigger.context([change], positions, options))
-        return self.effects.commit(plan, trigger, Basis(portfolio, {world_id: ws}))
+        waiting = hold_policy(None, event, HoldReason.AWAITING_APPROVAL, now_ms)
+        waiting = waiting.model_copy(
+            update={"event_ids": list(correction.event_ids), "requested_by": correction.asker}
+        )
+        basis = Basis(portfolio, {world_id: ws})
+        return self.effects.commit(plan, trigger, basis, {world_id: waiting})

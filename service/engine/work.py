@@ -35,6 +35,12 @@ class Outcome(Enum):
     (``why`` says why); nothing is written."""
     RESUMED = "resumed"
     """A plan found half published on restart, to be finished as it was."""
+    PROPOSED = "proposed"
+    """A plan that needs approval: its record published as proposed (no intents), its
+    worlds holding their change for the approver."""
+    EXPIRED = "expired"
+    """A proposal not approved within ``approval.ttl_ms``: its record published as
+    expired, its change dropped."""
     COMMANDED = "commanded"
     """An operator's command decided: applied or refused (``why`` says which and what), its
     result and any new trading state written."""

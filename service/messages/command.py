@@ -7,12 +7,29 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import StringConstraints
+from pydantic import StringConstraints, model_validator
 
 from ._types import EpochMs, Message, Name, SchemaVersion
 
-Action = Literal["pause", "resume", "reduce-only", "halt", "flatten", "rebalance"]
+ScopeAction = Literal[
+    "pause",
+    "resume",
+    "reduce-only",
+    "halt",
+    "flatten",
+    "rebalance",
+    "require-approval",
+    "waive-approval",
+]
 """What a command asks of a portfolio or a world."""
+
+PlanAction = Literal["approve", "reject"]
+"""What a command decides about a proposed plan."""
+
+Action = Literal[ScopeAction, PlanAction]
+
+PLAN_ACTIONS = frozenset({"approve", "reject"})
+"""Actions on a proposed plan (``plan_id``) rather than on a portfolio or world."""
 
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
@@ -30,6 +47,18 @@ class OperatorCommand(Message):
     reason: Reason
     requested_by: Name
     requested_at: EpochMs
+    plan_id: Name | None = None
+
+    @model_validator(mode="after")
+    def _plan_for_plan_actions(self) -> OperatorCommand:
+        if self.action in PLAN_ACTIONS:
+            if self.plan_id is None:
+                raise ValueError(f"plan_id: {self.action} names the proposed plan")
+            if self.world_id is not None:
+                raise ValueError(f"world_id: {self.action} applies to a plan, not a world")
+        elif self.plan_id is not None:
+            raise ValueError(f"plan_id: only approve and reject name a plan, not {self.action}")
+        return self
 
 
-__all__ = ["Action", "OperatorCommand"]
+__all__ = ["PLAN_ACTIONS", "Action", "OperatorCommand", "PlanAction", "ScopeAction"]

@@ -97,6 +97,27 @@ class PlanTiming(Message):
     plan_ms: NonNegative
 
 
+class Approval(Message):
+    """A plan's approval (approval mode): who asked, until when, and the decision."""
+
+    requested_by: Name | None = Field(
+        description="The token whose command, or the policy ('policy:<name>'), that asked "
+        "for the plan; null for an allocation event."
+    )
+    deadline: EpochMs = Field(description="The proposal expires unless approved before.")
+    decided_by: Name | None = None
+    decided_at: EpochMs | None = None
+    reason: str | None = Field(
+        default=None, description="The approver's reason, or why the proposal expired."
+    )
+
+
+PlanStatus = Literal["planned", "held", "proposed", "approved", "rejected", "expired"]
+"""``planned``: published. ``held``: its worlds wait. ``proposed``: awaits approval (no
+intents). ``approved``: the proposal published as proposed (its intents). ``rejected``,
+``expired``: a proposal that was not published."""
+
+
 class PlanRecord(Message):
     """Everything one allocation change produced; ``intent_ids`` lists what was published."""
 
@@ -107,7 +128,7 @@ class PlanRecord(Message):
     occurred_at: EpochMs
     created_at: EpochMs = Field(description="When the intents were created.")
     expires_at: EpochMs = Field(description="When the intents expire.")
-    status: Literal["planned", "held"] = "planned"
+    status: PlanStatus = "planned"
     held_reason: str | None = None
     total_equity: NonNegative
     options: PlanOptions
@@ -124,4 +145,7 @@ class PlanRecord(Message):
         default=None,
         description="The policy event that caused this plan, when a policy of the service "
         "triggered it (absent for external allocation changes).",
+    )
+    approval: Approval | None = Field(
+        default=None, description="Present on a plan that needed approval."
     )

@@ -8,6 +8,9 @@ It lives in memory and in a compacted changelog topic the service owns. Keys:
   and removed (tombstone) once its world states are written. Finding one on restart means the
   plan may be half published: it is republished as it was, never re-planned on positions that
   may have moved since.
+- ``proposal|{portfolio}|{plan_id}``: a ``ProposedPlan`` awaiting approval (its record, as
+  proposed, and the terms its approval is checked against); removed when it is approved,
+  rejected or expires.
 - ``dead_letters|{topic}|{partition}``: the offset up to which the input partition's bad
   records have been dead-lettered, so a restart that reads them again does not repeat them.
 """
@@ -47,6 +50,9 @@ class HoldReason(StrEnum):
     HALTED = "halted"
     """An operator halted the world or its portfolio: nothing is published until
     ``resume``."""
+    AWAITING_APPROVAL = "awaiting_approval"
+    """The world's change was planned and proposed (approval mode): it waits for an
+    approver; later changes join it, which makes the proposal expire when approved."""
 
 
 TradingMode = Literal["active", "paused", "halted"]
@@ -121,6 +127,10 @@ class HeldChange(Message):
     lot_size_by_symbol: dict[Name, LotSize] | None = Field(
         default=None, description="The held events' own lot sizes (later events win)."
     )
+    requested_by: Name | None = Field(
+        default=None,
+        description="Who asked for the change, when a command or a policy did (four-eyes).",
+    )
 
 
 class WorldState(Message):
@@ -137,6 +147,14 @@ class WorldState(Message):
         description="When policy events for this world were accepted, oldest first.",
     )
     trading: TradingState = Field(default_factory=TradingState)
+    approval: bool | None = Field(
+        default=None,
+        description="Whether the world's plans need approval, as a command set it (null: "
+        "the portfolio's setting, else the configuration, decides).",
+    )
+    proposal: Name | None = Field(
+        default=None, description="The plan proposed for the world, awaiting approval."
+    )
 
 
 class PortfolioState(Message):
@@ -149,6 +167,39 @@ class PortfolioState(Message):
     commands: list[CommandResult] = Field(
         default_factory=list, description="The latest commands decided, oldest first."
     )
+    approval: bool | None = Field(
+        default=None,
+        description="Whether the portfolio's plans need approval, as a command set it (null: "
+        "the configuration decides).",
+    )
+
+
+class ApprovalTerms(Message):
+    """What a proposed plan's approval is checked against, and what it then writes."""
+
+    requested_by: Name | None = Field(
+        description="The token whose command, or the policy, that produced the plan "
+        "(null for allocation events): under four-eyes it cannot approve the plan."
+    )
+    proposed_at: EpochMs
+    deadline: EpochMs = Field(description="Expires unless approved before (approval.ttl_ms).")
+    basis: dict[Name, str] = Field(
+        description="Per world, a digest of what the plan was made from: its allocations, "
+        "the changes it carries out, the portfolio's equity and its positions."
+    )
+    worlds: list[WorldState] = Field(
+        description="The planned worlds as publishing the plan leaves them (allocations, "
+        "plan in flight); applied to the worlds as they are when it is approved."
+    )
+
+
+class ProposedPlan(Message):
+    """A plan awaiting approval: its record as proposed (published byte for byte on
+    approval) and the terms of its approval."""
+
+    portfolio_id: Name
+    record: dict[str, Any]
+    terms: ApprovalTerms
 
 
 class PendingPlan(Message):
@@ -158,6 +209,12 @@ class PendingPlan(Message):
     record: dict[str, Any]
     worlds: list[WorldState]
     portfolio: PortfolioState
+    proposal: ApprovalTerms | None = Field(
+        default=None, description="Set when the plan is proposed, not published (approval)."
+    )
+    closes_proposal: bool = Field(
+        default=False, description="The plan is an approved proposal, removed with it."
+    )
 
 
 def world_key(portfolio_id: str, world_id: str) -> bytes:
@@ -170,6 +227,10 @@ def portfolio_key(portfolio_id: str) -> bytes:
 
 def pending_key(portfolio_id: str) -> bytes:
     return f"pending|{portfolio_id}".encode()
+
+
+def proposal_key(portfolio_id: str, plan_id: str) -> bytes:
+    return f"proposal|{portfolio_id}|{plan_id}".encode()
 
 
 def dead_letters_key(topic: str, partition: int) -> bytes:
@@ -197,6 +258,8 @@ class AllocationState:
         self.portfolios: dict[str, PortfolioState] = {}
         self.pending: dict[str, bytes] = {}
         """Write-ahead plans by portfolio, as written: parsed only if a restart needs one."""
+        self.proposals: dict[tuple[str, str], bytes] = {}
+        """Plans awaiting approval by (portfolio, plan id), as written: parsed when used."""
         self.dead_lettered: dict[tuple[str, int], int] = {}
         """Per input (topic, partition): records below this offset were dead-lettered already
         where they were bad."""
@@ -221,6 +284,12 @@ class AllocationState:
                     self.pending.pop(rest, None)
                 else:
                     self.pending[rest] = value
+            elif kind == "proposal":
+                portfolio_id, _, plan_id = rest.partition("|")
+                if value is None:
+                    self.proposals.pop((portfolio_id, plan_id), None)
+                else:
+                    self.proposals[(portfolio_id, plan_id)] = value
             elif kind == "dead_letters":
                 self._apply_dead_letters(key, rest, value)
             else:
@@ -249,6 +318,19 @@ class AllocationState:
             return PendingPlan.model_validate_json(self.pending[portfolio_id])
         except ValidationError as exc:
             raise ChangelogError(f"pending plan of {portfolio_id!r}: {describe(exc)}") from None
+
+    def proposal(self, portfolio_id: str, plan_id: str) -> ProposedPlan | None:
+        """A plan of the portfolio awaiting approval, parsed (``ChangelogError`` if
+        unreadable); None if there is none by that id."""
+        raw = self.proposals.get((portfolio_id, plan_id))
+        if raw is None:
+            return None
+        try:
+            return ProposedPlan.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ChangelogError(
+                f"proposal {plan_id!r} of {portfolio_id!r}: {describe(exc)}"
+            ) from None
 
     def apply_all(self, records: Iterable[Record]) -> None:
         for key, value in records:

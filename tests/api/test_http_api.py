@@ -38,18 +38,31 @@ ROUTES: list[tuple[str, str, set[str]]] = [
     ("POST", "/v1/portfolios/default/resume", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/worlds/a/halt", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/worlds/a/resume", {"operator", "admin"}),
+    ("POST", "/v1/portfolios/default/worlds/a/require-approval", {"operator", "admin"}),
+    ("POST", "/v1/portfolios/default/worlds/a/waive-approval", {"admin"}),
     ("POST", "/v1/preview", {"operator", "admin"}),
     ("POST", "/rebalancing/plan", {"operator", "admin"}),
+    # a proposal of a portfolio no instance plans for: accepted, then refused by the owner
+    ("POST", "/v1/plans/ghost-plan/approve", {"approver", "admin"}),
+    ("POST", "/v1/plans/ghost-plan/reject", {"approver", "admin"}),
 ]
+GHOST_PROPOSAL = {
+    "plan_id": "ghost-plan",
+    "event_id": "ghost-event",
+    "portfolio_id": "ghost",
+    "occurred_at": 1_000,
+    "created_at": 1_000,
+    "status": "proposed",
+}
 OPEN_ROUTES = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
 
 
-def api_settings(bootstrap_servers: str) -> Settings:
+def api_settings(bootstrap_servers: str, **overrides: Any) -> Settings:
     tokens = [
         {"name": f"{role}-user", "role": role, "sha256": sha256_hex(token)}
         for role, token in TOKENS.items()
     ]
-    return fresh_settings(bootstrap_servers, api={"tokens": tokens})
+    return fresh_settings(bootstrap_servers, api={"tokens": tokens}, **overrides)
 
 
 async def call(
@@ -98,10 +111,13 @@ async def test_every_route_answers_each_caller_by_role(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     await plan_one_event(service)
+    async with Feed(service.settings.bootstrap_servers or "") as feed:
+        await feed.send(service.settings.topics.plans, "ghost", GHOST_PROPOSAL)
 
     async def known() -> bool:
         status, _ = await call(service, "GET", "/v1/portfolios/default", TOKENS["admin"])
-        return status == 200
+        _, proposed = await call(service, "GET", "/v1/plans?status=proposed", TOKENS["admin"])
+        return status == 200 and [p["plan_id"] for p in proposed["plans"]] == ["ghost-plan"]
 
     await until(known, "the portfolio in the read model")
     for method, path, allowed in ROUTES:
@@ -309,7 +325,7 @@ async def test_commands_are_checked_before_they_are_published(service: Rebalance
     assert status == 422
     assert body == {
         "error": "action 'reduce-only' is not carried out by this version yet (available: "
-        "flatten, halt, pause, rebalance, resume)"
+        "flatten, halt, pause, rebalance, require-approval, resume, waive-approval)"
     }
     status, body = await call(service, "POST", "/v1/portfolios/default/explode", operator)
     assert status == 422
@@ -387,13 +403,15 @@ async def test_the_openapi_document_describes_every_route(service: RebalancerApp
     paths = document["paths"]
     for method, path, _ in ROUTES:
         template = (
-            path.split("?")[0].replace("/default", "/{portfolio}").replace("/a/", "/{world}/")
+            path.split("?")[0]
+            .replace("/default", "/{portfolio}")
+            .replace("/a/", "/{world}/")
+            .replace("/ghost-plan/", "/{plan_id}/")
         )
-        template = (
-            template.rsplit("/", 1)[0] + "/{action}"
-            if method == "POST" and ("portfolios" in template)
-            else template
-        )
+        if method == "POST" and "portfolios" in template:
+            template = template.rsplit("/", 1)[0] + "/{action}"
+        elif method == "POST" and "/v1/plans/" in template:
+            template = template.rsplit("/", 1)[0] + "/{decision}"
         assert method.lower() in paths[template], template
     assert "HTTPBearer" in document["components"]["securitySchemes"]
     assert paths["/v1/preview"]["post"]["requestBody"]["required"] is True

@@ -8,12 +8,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from service.app import approval_rules
 from service.errors import InputError
 from service.live.config import PolicySettings
 from service.planner import PlannerOptions
 from service.settings import (
     DEFAULT_CONFIG,
     ApiSettings,
+    ApprovalSettings,
     Security,
     Settings,
     Topics,
@@ -27,7 +29,8 @@ def test_default_toml_states_the_code_defaults() -> None:
     assert PolicySettings.model_validate(data["policies"]) == PolicySettings()
     assert Security.model_validate(data["security"]) == Security()
     assert ApiSettings.model_validate(data["api"]) == ApiSettings()
-    sections = {"planner", "topics", "policies", "security", "api"}
+    assert ApprovalSettings.model_validate(data["approval"]) == ApprovalSettings()
+    sections = {"planner", "topics", "policies", "security", "api", "approval"}
     defaults = {
         name: field.default for name, field in Settings.model_fields.items() if name not in sections
     }
@@ -213,3 +216,29 @@ async def test_every_client_gets_the_security_settings() -> None:
     producer = clients.producer()
     assert producer.client._security_protocol == "SASL_PLAINTEXT"
     assert producer.client._sasl_plain_password == "pw-7f3a"
+
+
+def test_approval_loads_from_the_environment_and_becomes_the_engine_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "REBALANCER_APPROVAL__REQUIRED", '[{"portfolio": "p1"}, {"portfolio": "p2", "world": "w"}]'
+    )
+    monkeypatch.setenv("REBALANCER_APPROVAL__FOUR_EYES", '["p1"]')
+    rules = approval_rules(load_settings())
+    assert (rules.portfolios, rules.worlds, rules.four_eyes) == (
+        {"p1"},
+        {("p2", "w")},
+        {"p1"},
+    )
+    assert rules.ttl_ms == PlannerOptions().intent_ttl_ms  # unset: the intents' life
+    assert rules.configured("p2", "w")
+    assert not rules.configured("p2", "other")
+
+
+def test_a_proposal_cannot_outlive_its_intents(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REBALANCER_APPROVAL__TTL_MS", "600000")
+    with pytest.raises(InputError, match=r"approval\.ttl_ms: 600000 is longer than planner"):
+        load_settings()
+    monkeypatch.setenv("REBALANCER_PLANNER__INTENT_TTL_MS", "600000")
+    assert approval_rules(load_settings()).ttl_ms == 600_000
