@@ -9,7 +9,7 @@ may have moved.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..planner.ids import hex_id
 from ..planner.netting import TRADE
 from ..planner.plan import options_record
 from ..state.allocations import (
+    STRICTNESS,
     AllocationState,
     HeldChange,
     InFlight,
@@ -77,15 +78,22 @@ class Trigger:
     now_ms: int
 
     def context(
-        self, changes: Sequence[WorldChange], positions: PositionTable, options: PlannerOptions
+        self,
+        changes: Sequence[WorldChange],
+        positions: PositionTable,
+        options: PlannerOptions,
+        reduce_only: Collection[str] = (),
     ) -> PlanningContext:
-        """What the planner plans ``changes`` on. The trigger bytes cover the event, the events
-        coalesced and the changes: the same input gives the same plan id."""
-        trigger = {
+        """What the planner plans ``changes`` on, the worlds of ``reduce_only`` publishing only
+        what shrinks exposure. The trigger bytes cover the event, the events coalesced, the
+        changes and the reduce-only worlds: the same input gives the same plan id."""
+        trigger: Json = {
             "event": None if self.event is None else self.event.model_dump(mode="json"),
             "event_ids": list(self.event_ids),
             "changes": [vars(c) for c in changes],
         }
+        if reduce_only:  # only then: a plan with no reduce-only world keeps the id it had
+            trigger["reduce_only"] = sorted(reduce_only)
         return PlanningContext(
             event_id=self.event_ids[-1],
             portfolio_id=self.portfolio_id,
@@ -97,6 +105,7 @@ class Trigger:
             trigger=orjson.dumps(trigger, option=orjson.OPT_SORT_KEYS),
             created_at=self.now_ms,
             coalesced_event_ids=self.event_ids,
+            reduce_only_worlds=frozenset(reduce_only),
         )
 
 
@@ -152,13 +161,15 @@ class Effects:
         planned = [c.world_id for c in changes]
         shared = options.execution_mode == "shared_account"
         positions = self.sources.snapshots.positions(None if shared else planned)
-        context = trigger.context(changes, positions, options)
+        reduce_only = reduce_only_worlds(state, request.basis, planned)
+        context = trigger.context(changes, positions, options, reduce_only)
         return self.commit(run_planner(self.sources.planner, context), trigger, request.basis)
 
     def commit(self, plan: Plan, trigger: Trigger, basis: Basis) -> Work:
         """A plan's work: its intents, record, write-ahead and new state.
 
-        An external change sets each planned world's allocations to the plan's; a policy's
+        An external change sets each planned world's allocations to the plan's (in
+        reduce-only too: what the plan held is the growth, not the allocation); a policy's
         correction leaves them as they are (the positions moved, not the targets). A world
         with intents waits for them (``in_flight``) before its next plan.
         """
@@ -282,6 +293,19 @@ def run_planner(planner: Rebalancer, context: PlanningContext) -> Plan:
         return check_plan(planner.plan(context))
     except PlanningError as exc:
         raise InputError(str(exc)) from None
+
+
+def reduce_only_worlds(state: AllocationState, basis: Basis, world_ids: Iterable[str]) -> list[str]:
+    """The worlds of ``world_ids`` in ``reduce-only`` as the plan leaves them (the stricter of
+    the world's mode and the portfolio's): their plan publishes only what shrinks exposure."""
+    portfolio = basis.portfolio
+    out = []
+    for world_id in world_ids:
+        ws = basis.worlds.get(world_id) or state.world(portfolio.portfolio_id, world_id)
+        modes = (portfolio.trading.mode, ws.trading.mode)
+        if max(modes, key=STRICTNESS.__getitem__) == "reduce-only":
+            out.append(world_id)
+    return out
 
 
 def affected_strategies(plan: Plan) -> dict[str, list[str]]:

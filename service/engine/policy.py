@@ -31,7 +31,7 @@ from ..state.allocations import (
     world_key,
 )
 from .admission import check_policy
-from .effects import Basis, Effects, Sources, Trigger, run_planner
+from .effects import Basis, Effects, Sources, Trigger, reduce_only_worlds, run_planner
 from .holding import Holding, hold_policy
 from .work import Outcome, Work
 
@@ -179,5 +179,7 @@ class PolicyCorrections:
             total_equity=equity,
             now_ms=now_ms,
         )
-        plan = run_planner(planner, trigger.context([change], positions, options))
-        return self.effects.commit(plan, trigger, Basis(portfolio, {world_id: ws}))
+        basis = Basis(portfolio, {world_id: ws})
+        reduce_only = reduce_only_worlds(self.sources.state, basis, [world_id])
+        plan = run_planner(planner, trigger.context([change], positions, options, reduce_only))
+        return self.effects.commit(plan, trigger, basis)
