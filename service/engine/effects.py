@@ -309,9 +309,14 @@ def reduce_only_worlds(state: AllocationState, basis: Basis, world_ids: Iterable
 
 
 def affected_strategies(plan: Plan) -> dict[str, list[str]]:
-    """Per world, the strategies that a traded key of the plan moves (sorted): the ones whose
-    snapshots must report the plan before the world is planned again."""
-    view = plan.per_world
+    """Per world, the strategies that a published key of the plan moves (sorted): the ones
+    whose snapshots must report the plan before the world is planned again. The published
+    keys are the worlds' own, or in a shared account the global view's (whose breakdown names
+    each world's strategies): a key planned but not traded there (dropped, held by
+    reduce-only, netted away between worlds) gets no intent, and its strategies would never
+    report the plan."""
+    shared = plan.context.options.execution_mode == "shared_account"
+    view = plan.global_view if shared and plan.global_view is not None else plan.per_world
     traded = view.status == TRADE
     moving = (view.pair_delta != 0) & traded[view.pair_key]
     out: dict[str, set[str]] = {}

@@ -358,3 +358,32 @@ def test_a_change_held_by_a_pause_goes_when_the_world_turns_reduce_only(h: Harne
     assert record["coalesced_event_ids"] == ["e2"]
     assert record["held_reason"] == "reduce_only: worlds a"
     assert [(i["world_id"], i["delta_qty"]) for i in released.intents] == [("b", -0.4)]
+
+
+def test_in_a_shared_account_a_world_waits_only_for_strategies_given_an_intent() -> None:
+    h = Harness(planner=PlannerOptions(execution_mode="shared_account", allow_shared_account=True))
+    for world, strategy, symbol in (("a", "s1", "X"), ("b", "t1", "X"), ("b", "t2", "Z")):
+        h.snapshots.apply(snap(strategy, 1.0, world=world, positions=[position(symbol, 1.0)]))
+    seed = {"a": 0.2, "b": 0.2}
+    h.send(event(event_id="e1", world_alloc_before=seed, world_alloc_after=seed))
+    h.run(h.engine.on_event(command("reduce-only", world_id="a"), 2_000))
+    # a doubles (X +1, held), b halves (X -0.5, Z -0.5): the account's X grows by 0.5, held
+    work = h.send(event(event_id="e2", world_alloc_after={"a": 0.4, "b": 0.1}), now=3_000)
+    (record,) = work.records
+    assert [(d["symbol"], d["reason"]) for d in record["global_dropped"]] == [("X", "held")]
+    assert [(i["world_id"], i["symbol"], i["delta_qty"]) for i in work.intents] == [
+        (None, "Z", -0.5)
+    ]
+    assert record["held_reason"] == "reduce_only: worlds a"
+    # b's own view trades X too, but no intent carries it: b waits for t2 alone
+    assert [d["symbol"] for d in record["per_world"]["b"]["deltas"]] == ["X", "Z"]
+    b = h.state.world("default", "b")
+    assert b.in_flight is not None
+    assert b.in_flight.strategies == ["t2"]
+    a = h.state.world("default", "a")
+    assert a.in_flight is not None  # every world of a shared account follows its plan
+    assert a.in_flight.strategies == []
+
+
+def position(symbol: str, qty: float) -> dict[str, Any]:
+    return {"venue": "v", "symbol": symbol, "qty": qty, "mark": 100.0}
