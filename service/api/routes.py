@@ -58,7 +58,7 @@ class Backend(Protocol):
         ...
 
 
-AVAILABLE_ACTIONS = frozenset({"pause", "resume", "halt", "flatten", "rebalance"})
+AVAILABLE_ACTIONS = frozenset({"pause", "resume", "reduce-only", "halt", "flatten", "rebalance"})
 """The actions this version carries out; the others are refused before they are published."""
 
 
@@ -302,7 +302,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
     async def portfolio_command(
         portfolio: str, action: Action, body: CommandRequest, caller: Annotated[Principal, operator]
     ) -> CommandAccepted:
-        """A command for the whole portfolio: pause, resume, halt, flatten."""
+        """A command for the whole portfolio: pause, resume, reduce-only, halt, flatten."""
         return await submit(portfolio, None, action, body, caller)
 
     @post_command("/v1/portfolios/{portfolio}/worlds/{world}/{action}")
@@ -313,7 +313,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         body: CommandRequest,
         caller: Annotated[Principal, operator],
     ) -> CommandAccepted:
-        """A command for one world: pause, resume, halt, flatten, rebalance (now)."""
+        """A command for one world: pause, resume, reduce-only, halt, flatten, rebalance (now)."""
         return await submit(portfolio, world, action, body, caller)
 
     documented: dict[str, Any] = {}  # request bodies read raw, described in the document
