@@ -13,13 +13,14 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from typing import get_args
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from service.engine import Outcome
 from service.metrics import Metrics
-from service.state.allocations import WorldState
+from service.state.allocations import TradingMode, WorldState
 from service.state.snapshots import SnapshotTable
 
 from .dead_letters import DeadLetters
@@ -145,7 +146,7 @@ class Gauges:
         m.worlds_in_flight.set(sum(1 for w in state.worlds.values() if w.in_flight))
         m.worlds_held.set(sum(1 for w in state.worlds.values() if w.held))
         modes = Counter(state.trading_mode(w) for w in self.owned_worlds())
-        for mode in ("active", "paused", "halted"):
+        for mode in get_args(TradingMode):  # every mode, active to halted
             m.worlds_trading.labels(mode).set(modes.get(mode, 0))
         with contextlib.suppress(KafkaError, AssertionError):
             for tp in self.consumer.assignment():

@@ -23,9 +23,11 @@ def plan_rows(
     *,
     total_equity: float = 1_000_000.0,
     current_weights: Mapping[str, Mapping[str, float]] | None = None,
+    reduce_only_worlds: Iterable[str] = (),
     **options: Any,
 ) -> Plan:
-    """Plan ``rows`` under ``changes`` with the multi-world planner."""
+    """Plan ``rows`` under ``changes`` with the multi-world planner (``reduce_only_worlds``
+    in the reduce-only trading state)."""
     context = PlanningContext(
         event_id="test-event",
         portfolio_id="default",
@@ -35,6 +37,7 @@ def plan_rows(
         positions=PositionTable.from_rows(rows),
         options=PlannerOptions(**options),
         current_weights=current_weights or {},
+        reduce_only_worlds=frozenset(reduce_only_worlds),
     )
     return MultiWorldProportionalRebalancer().plan(context)
 

@@ -70,12 +70,6 @@ class Backend(Protocol):
         ...
 
 
-AVAILABLE_ACTIONS = frozenset(
-    {"pause", "resume", "halt", "flatten", "rebalance", "require-approval", "waive-approval"}
-)
-"""The actions this version carries out; the others are refused before they are published."""
-
-
 class CommandRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
         description="Why: kept with the command, the trading state and the plan records."
@@ -304,12 +298,6 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
                 f"role {caller.role} cannot waive approval: that takes both the operate and "
                 "the approve permissions (admin)"
             )
-        if plan_id is None and action not in AVAILABLE_ACTIONS:
-            raise HTTPException(
-                422,
-                f"action {action!r} is not carried out by this version yet (available: "
-                f"{', '.join(sorted(AVAILABLE_ACTIONS))})",
-            )
         try:
             command = OperatorCommand(
                 type="operator_command",
@@ -352,8 +340,8 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         body: CommandRequest,
         caller: Annotated[Principal, operator],
     ) -> CommandAccepted:
-        """A command for the whole portfolio: pause, resume, halt, flatten, require-approval,
-        waive-approval (admin: it takes the approve permission too)."""
+        """A command for the whole portfolio: pause, resume, reduce-only, halt, flatten,
+        require-approval, waive-approval (admin: it takes the approve permission too)."""
         return await submit(portfolio, None, action, body, caller)
 
     @post_command("/v1/portfolios/{portfolio}/worlds/{world}/{action}")
@@ -364,8 +352,8 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         body: CommandRequest,
         caller: Annotated[Principal, operator],
     ) -> CommandAccepted:
-        """A command for one world: pause, resume, halt, flatten, rebalance (now),
-        require-approval, waive-approval (admin)."""
+        """A command for one world: pause, resume, reduce-only, halt, flatten, rebalance
+        (now), require-approval, waive-approval (admin)."""
         return await submit(portfolio, world, action, body, caller)
 
     approver = needs(Permission.APPROVE)

@@ -182,7 +182,7 @@ def plans(client: ApiClient, args: argparse.Namespace) -> Any:
 
 
 def show_plans(result: Any) -> str:
-    table = [["created", "plan", "status", "event", "worlds", "intents"]]
+    table = [["created", "plan", "status", "event", "worlds", "intents", "held"]]
     for p in result["plans"]:
         table.append(
             [
@@ -192,6 +192,7 @@ def show_plans(result: Any) -> str:
                 p["event_id"],
                 ",".join(p["worlds"]),
                 str(p["intents"]),
+                p.get("held_reason") or "-",  # paused: ..., or reduce_only: worlds ...
             ]
         )
     more = f"more: --cursor {result['next_cursor']}\n" if result["next_cursor"] else ""

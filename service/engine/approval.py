@@ -61,14 +61,16 @@ class Approvals:
         return portfolio_id in self.rules.four_eyes
 
     def digest(self, world: WorldState, portfolio: PortfolioState) -> str:
-        """What a world's plan was made from, hashed: its allocations, the changes it holds,
-        the portfolio's equity and the world's positions (quantities, not marks)."""
+        """What a world's plan was made from, hashed: its trading mode (reduce-only shapes the
+        plan), allocations, the changes it holds, the portfolio's equity and the world's
+        positions (quantities, not marks)."""
         positions = sorted(
             (snap.strategy_id, p.venue or "", p.symbol, p.qty)
             for snap in self.sources.snapshots.snapshots([world.world_id])
             for p in snap.positions()
         )
         basis = {
+            "mode": self.sources.state.trading_mode(world),
             "alloc": world.alloc,
             "strategy_alloc": world.strategy_alloc,
             "events": [] if world.held is None else world.held.event_ids,
@@ -163,7 +165,7 @@ class Approvals:
                 continue
             if ws.held is None or ws.held.event_ids != _held_events(proposed):
                 return f"world {ws.world_id}'s allocations changed since it was proposed"
-            return f"world {ws.world_id}'s positions or the portfolio's equity moved"
+            return f"world {ws.world_id}'s positions, trading mode or the portfolio's equity moved"
         return None
 
     def approved(

@@ -2,7 +2,10 @@
 as state records for the edges to write, and for ``flatten`` and ``rebalance`` a plan (SPEC 7).
 
 ``pause`` and ``halt`` hold a portfolio's or a world's changes (``holding``); ``resume`` lets
-them go, planned once against the positions of that moment by the release check. ``flatten``
+them go, planned once against the positions of that moment by the release check.
+``reduce-only`` holds no change: its worlds' plans publish only what shrinks exposure
+(``effects``), and the allocation moves on; after a resume, a ``rebalance`` (or a policy)
+brings the world to it. ``flatten``
 plans every key of its scope to zero at once (whatever holds the worlds) and halts the scope
 until a resume; ``rebalance`` plans a world back to its allocation now, as a policy
 correction, and is refused while the world waits. A command
@@ -41,7 +44,12 @@ from .options import EventOptions
 from .policy import Correction, PolicyCorrections
 from .work import Json, Outcome, Work
 
-MODE_OF: dict[str, TradingMode] = {"pause": "paused", "halt": "halted", "resume": "active"}
+MODE_OF: dict[str, TradingMode] = {
+    "pause": "paused",
+    "halt": "halted",
+    "reduce-only": "reduce-only",
+    "resume": "active",
+}
 """The trading mode each state command sets."""
 
 APPROVAL_OF: dict[str, bool] = {"require-approval": True, "waive-approval": False}
@@ -87,10 +95,7 @@ class Commands:
                 return self._approval_mode(command, portfolio, world, now_ms)
         except InputError as exc:
             return self._refused(command, portfolio, str(exc), now_ms)
-        mode = MODE_OF.get(command.action)
-        if mode is None:
-            why = f"{command.action} is not carried out by this version"
-            return self._refused(command, portfolio, why, now_ms)
+        mode = MODE_OF[command.action]  # every other action is carried out above
         if world is None:
             detail = f"portfolio {portfolio_id}: {portfolio.trading.mode} -> {mode}"
         else:

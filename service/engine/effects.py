@@ -9,7 +9,7 @@ may have moved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..planner.ids import hex_id
 from ..planner.netting import TRADE
 from ..planner.plan import options_record
 from ..state.allocations import (
+    STRICTNESS,
     AllocationState,
     HeldChange,
     HoldReason,
@@ -83,15 +84,22 @@ class Trigger:
     does not change the plan); four-eyes keeps it from approving the plan."""
 
     def context(
-        self, changes: Sequence[WorldChange], positions: PositionTable, options: PlannerOptions
+        self,
+        changes: Sequence[WorldChange],
+        positions: PositionTable,
+        options: PlannerOptions,
+        reduce_only: Collection[str] = (),
     ) -> PlanningContext:
-        """What the planner plans ``changes`` on. The trigger bytes cover the event, the events
-        coalesced and the changes: the same input gives the same plan id."""
-        trigger = {
+        """What the planner plans ``changes`` on, the worlds of ``reduce_only`` publishing only
+        what shrinks exposure. The trigger bytes cover the event, the events coalesced, the
+        changes and the reduce-only worlds: the same input gives the same plan id."""
+        trigger: Json = {
             "event": None if self.event is None else self.event.model_dump(mode="json"),
             "event_ids": list(self.event_ids),
             "changes": [vars(c) for c in changes],
         }
+        if reduce_only:  # only then: a plan with no reduce-only world keeps the id it had
+            trigger["reduce_only"] = sorted(reduce_only)
         return PlanningContext(
             event_id=self.event_ids[-1],
             portfolio_id=self.portfolio_id,
@@ -103,6 +111,7 @@ class Trigger:
             trigger=orjson.dumps(trigger, option=orjson.OPT_SORT_KEYS),
             created_at=self.now_ms,
             coalesced_event_ids=self.event_ids,
+            reduce_only_worlds=frozenset(reduce_only),
         )
 
 
@@ -177,7 +186,8 @@ class Effects:
         planned = [c.world_id for c in changes]
         shared = options.execution_mode == "shared_account"
         positions = self.sources.snapshots.positions(None if shared else planned)
-        context = trigger.context(changes, positions, options)
+        reduce_only = reduce_only_worlds(state, request.basis, planned)
+        context = trigger.context(changes, positions, options, reduce_only)
         plan = run_planner(self.sources.planner, context)
         proposal = request.held_changes() if request.approvable else None
         return self.commit(plan, trigger, request.basis, proposal)
@@ -193,7 +203,8 @@ class Effects:
         world needs approval and ``proposal`` gives each planned world's change as it would
         wait, the work of proposing it.
 
-        An external change sets each planned world's allocations to the plan's; a policy's
+        An external change sets each planned world's allocations to the plan's (in
+        reduce-only too: what the plan held is the growth, not the allocation); a policy's
         correction leaves them as they are (the positions moved, not the targets). A world
         with intents waits for them (``in_flight``) before its next plan.
         """
@@ -234,9 +245,13 @@ class Effects:
             new_worlds[scale.world_id] = checked(ws.model_copy(update=update))
         portfolio = checked(basis.portfolio)
         planned = [scale.world_id for scale in plan.worlds]
-        if proposal is not None and any(
-            self.approvals.required(portfolio, self.sources.state.world(portfolio_id, w))
-            for w in planned
+        if (
+            proposal is not None
+            and record["intent_ids"]  # nothing to trade, nothing to approve
+            and any(
+                self.approvals.required(portfolio, self.sources.state.world(portfolio_id, w))
+                for w in planned
+            )
         ):
             return self.approvals.propose(
                 plan, record, new_worlds, portfolio, proposal, trigger.now_ms
@@ -349,10 +364,28 @@ def run_planner(planner: Rebalancer, context: PlanningContext) -> Plan:
         raise InputError(str(exc)) from None
 
 
+def reduce_only_worlds(state: AllocationState, basis: Basis, world_ids: Iterable[str]) -> list[str]:
+    """The worlds of ``world_ids`` in ``reduce-only`` as the plan leaves them (the stricter of
+    the world's mode and the portfolio's): their plan publishes only what shrinks exposure."""
+    portfolio = basis.portfolio
+    out = []
+    for world_id in world_ids:
+        ws = basis.worlds.get(world_id) or state.world(portfolio.portfolio_id, world_id)
+        modes = (portfolio.trading.mode, ws.trading.mode)
+        if max(modes, key=STRICTNESS.__getitem__) == "reduce-only":
+            out.append(world_id)
+    return out
+
+
 def affected_strategies(plan: Plan) -> dict[str, list[str]]:
-    """Per world, the strategies that a traded key of the plan moves (sorted): the ones whose
-    snapshots must report the plan before the world is planned again."""
-    view = plan.per_world
+    """Per world, the strategies that a published key of the plan moves (sorted): the ones
+    whose snapshots must report the plan before the world is planned again. The published
+    keys are the worlds' own, or in a shared account the global view's (whose breakdown names
+    each world's strategies): a key planned but not traded there (dropped, held by
+    reduce-only, netted away between worlds) gets no intent, and its strategies would never
+    report the plan."""
+    shared = plan.context.options.execution_mode == "shared_account"
+    view = plan.global_view if shared and plan.global_view is not None else plan.per_world
     traded = view.status == TRADE
     moving = (view.pair_delta != 0) & traded[view.pair_key]
     out: dict[str, set[str]] = {}

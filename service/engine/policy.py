@@ -32,7 +32,7 @@ from ..state.allocations import (
     world_key,
 )
 from .admission import check_policy
-from .effects import Basis, Effects, Sources, Trigger, run_planner
+from .effects import Basis, Effects, Sources, Trigger, reduce_only_worlds, run_planner
 from .holding import Holding, hold_policy
 from .work import Outcome, Work
 
@@ -190,10 +190,11 @@ class PolicyCorrections:
             now_ms=now_ms,
             requested_by=correction.asker,
         )
-        plan = run_planner(planner, trigger.context([change], positions, options))
+        basis = Basis(portfolio, {world_id: ws})
+        reduce_only = reduce_only_worlds(self.sources.state, basis, [world_id])
+        plan = run_planner(planner, trigger.context([change], positions, options, reduce_only))
         waiting = hold_policy(None, event, HoldReason.AWAITING_APPROVAL, now_ms)
         waiting = waiting.model_copy(
             update={"event_ids": list(correction.event_ids), "requested_by": correction.asker}
         )
-        basis = Basis(portfolio, {world_id: ws})
         return self.effects.commit(plan, trigger, basis, {world_id: waiting})

@@ -55,7 +55,10 @@ class DroppedKey(Message):
 
     venue: Name | None
     symbol: Name
-    reason: DropReason
+    reason: DropReason = Field(
+        description="held: the key would open or grow a position of a world in the "
+        "reduce-only trading state; its unrounded delta is what was asked."
+    )
     current_qty: Quantity
     delta_qty_unrounded: Quantity
     mark: Price | None
@@ -129,7 +132,12 @@ class PlanRecord(Message):
     created_at: EpochMs = Field(description="When the intents were created.")
     expires_at: EpochMs = Field(description="When the intents expire.")
     status: PlanStatus = "planned"
-    held_reason: str | None = None
+    held_reason: str | None = Field(
+        default=None,
+        description="Why worlds wait (a held record: 'paused: worlds a, b'), or, in a planned "
+        "record, which reduce-only worlds had keys held ('reduce_only: worlds a'; those keys "
+        "are dropped with reason held).",
+    )
     total_equity: NonNegative
     options: PlanOptions
     per_world: dict[Name, WorldPlan]

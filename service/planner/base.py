@@ -74,6 +74,11 @@ class PlanningContext:
     ``current_weights`` are the service's current strategy weights per world, if it has them.
     ``created_at`` stamps the intents (they expire ``intent_ttl_ms`` later); it defaults to
     ``occurred_at``, the time of the triggering event. Ids never depend on either.
+    ``reduce_only_worlds``: worlds in the ``reduce-only`` trading state (SPEC 7). Their keys,
+    and the global view when one of them is planned, trade only what shrinks exposure: a
+    flip becomes a close to zero, a key that opens or grows is held (dropped, reason
+    ``held``). The planner does not hash them: a caller that sets them puts them in
+    ``trigger`` too (the service does), so that the plan id tells the plans apart.
     """
 
     event_id: str
@@ -87,6 +92,7 @@ class PlanningContext:
     trigger: bytes = b""
     created_at: int | None = None
     coalesced_event_ids: tuple[str, ...] = ()
+    reduce_only_worlds: frozenset[str] = frozenset()
 
 
 class Rebalancer(Protocol):

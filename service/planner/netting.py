@@ -1,4 +1,5 @@
-"""Netting, thresholds, lot rounding and flips, vectorised over keys (SPEC 3.2-3.3).
+"""Netting, thresholds, lot rounding and flips, vectorised over keys (SPEC 3.2-3.3), and the
+reduce-only trading state's holding of growth (SPEC 7).
 
 Rows are grouped by an integer key code (``(world, venue, symbol)`` for a world's plan,
 ``(venue, symbol)`` for the global view); every per-key quantity is a ``bincount`` over the
@@ -7,6 +8,7 @@ group index. Nothing here loops over rows or keys in Python.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +22,13 @@ from .positions import FloatArray, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
 
-TRADE, UNCHANGED, MISSING_MARK, BELOW_MIN_NOTIONAL, ROUNDED_TO_ZERO = range(5)
+TRADE, UNCHANGED, MISSING_MARK, BELOW_MIN_NOTIONAL, ROUNDED_TO_ZERO, HELD = range(6)
 REASONS = {
     UNCHANGED: "unchanged",
     MISSING_MARK: "missing_mark",
     BELOW_MIN_NOTIONAL: "below_min_notional",
     ROUNDED_TO_ZERO: "rounded_to_zero",
+    HELD: "held",
 }
 
 FLAT_TOLERANCE = 1e-12
@@ -281,4 +284,34 @@ def net(
         pair_key=pair_key,
         pair_strategy=pair_strategy,
         pair_delta=pair_delta,
+    )
+
+
+def hold_growth(keys: NettedKeys, restricted: BoolArray) -> NettedKeys:
+    """The keys with the ``restricted`` ones reduce-only (a world in the ``reduce-only``
+    trading state, SPEC 7): of what they trade, only what shrinks exposure goes.
+
+    A traded key that shrinks its position without crossing zero is kept as it is; a flip
+    becomes a plain close to zero (``delta = -current``, reduce-only, not a flip); a key that
+    opens or grows its position is not traded: ``HELD``, its target its current position.
+    Unrounded deltas and breakdowns stay as planned: they are what was asked.
+    """
+    traded = restricted & (keys.status == TRADE)
+    flip = traded & keys.flip
+    grows = traded & ~keys.flip & ~keys.reduce_only
+    if not (flip.any() or grows.any()):
+        return keys
+    status = keys.status.copy()
+    status[grows] = HELD
+    target = np.where(flip, 0.0, keys.target)
+    delta = np.where(flip, -keys.current + 0.0, keys.delta)  # current is already quantised
+    target = np.where(grows, keys.current, target)
+    delta = np.where(grows, 0.0, delta)
+    return dataclasses.replace(
+        keys,
+        status=status,
+        target=target,
+        delta=delta,
+        flip=keys.flip & ~flip,
+        reduce_only=keys.reduce_only | flip,
     )

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from .breakdown import EMPTY_LIST, breakdown_dicts, breakdown_fragments
 from .intents import intents_from_record
 from .legs import key_legs
-from .netting import REASONS, TRADE, NettedKeys
+from .netting import HELD, REASONS, TRADE, NettedKeys
 
 if TYPE_CHECKING:
     from .base import PlannerOptions, PlanningContext
@@ -99,6 +99,7 @@ class _Materialiser:
         ctx, plan = self.ctx, self.plan
         shared = ctx.options.execution_mode == "shared_account"
         per_world: dict[str, Json] = {}
+        held: list[str] = []  # worlds whose growth a reduce-only state held
         view = plan.per_world
         key_world = view.codes // self.n_pairs if self.n_pairs else view.codes
         for scale in plan.worlds:
@@ -112,6 +113,8 @@ class _Materialiser:
                 )
             )
             deltas, dropped = self._keys(view, lo, hi, world_id=scale.world_id, emit=not shared)
+            if ctx.reduce_only_worlds and (view.status[lo:hi] == HELD).any():
+                held.append(scale.world_id)
             per_world[scale.world_id] = {
                 "world_id": scale.world_id,
                 "alloc_before": scale.alloc_before,
@@ -137,6 +140,10 @@ class _Materialiser:
             global_deltas, global_dropped = self._keys(
                 plan.global_view, 0, len(plan.global_view), world_id=None, emit=shared
             )
+        if shared:  # what is published is the global view: the reduce-only worlds held it
+            global_held = plan.global_view is not None and (plan.global_view.status == HELD).any()
+            planned = {scale.world_id for scale in plan.worlds}
+            held = sorted(ctx.reduce_only_worlds & planned) if global_held else []
         options = ctx.options
         record: Json = {
             "schema_version": 1,
@@ -147,7 +154,7 @@ class _Materialiser:
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "status": "planned",
-            "held_reason": None,
+            "held_reason": f"reduce_only: worlds {', '.join(held)}" if held else None,
             "total_equity": ctx.total_equity,
             "options": options_record(plan.planner, options),
             "per_world": per_world,

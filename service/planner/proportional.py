@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -21,7 +21,7 @@ import orjson
 from .base import PlannerOptions, PlanningContext, PlanningError
 from .ids import PlanHasher
 from .lots import lot_fraction
-from .netting import KeyGrouping, LotLookup, NettedKeys, exact_sums, net
+from .netting import BoolArray, KeyGrouping, LotLookup, NettedKeys, exact_sums, hold_growth, net
 from .plan import Plan
 from .positions import FloatArray, IntArray, PositionTable
 from .scaling import WorldScale, resolve
@@ -95,17 +95,27 @@ def strategy_notional(table: PositionTable) -> FloatArray:
     return exact_sums(table.strategy, value, len(table.strategies))
 
 
+def reduce_only_mask(table: PositionTable, worlds: Collection[str]) -> BoolArray | None:
+    """Which of ``table.worlds`` are reduce-only (of ``worlds``); None when none is."""
+    if not worlds:
+        return None
+    mask = np.array([w in worlds for w in table.worlds], np.bool_)
+    return mask if mask.any() else None
+
+
 def net_per_world(
     table: PositionTable,
     planned: npt.NDArray[np.bool_],
     target_qty: FloatArray,
     options: PlannerOptions,
     lots: LotSizes,
+    reduce_only: BoolArray | None = None,
 ) -> NettedKeys:
     """Net the rows of the ``planned`` worlds (a mask over ``table.worlds``) toward
-    ``target_qty``, per (world, venue, symbol): what every planner trades per world."""
+    ``target_qty``, per (world, venue, symbol): what every planner trades per world. The keys
+    of ``reduce_only`` worlds (a mask over ``table.worlds``) trade only what shrinks them."""
     kept = planned_rows(table, planned)
-    return net(
+    netted = net(
         kept.key,
         kept.space,
         kept.strategy,
@@ -120,6 +130,10 @@ def net_per_world(
         qty_decimals=options.qty_decimals,
         grouping=kept.grouping,
     )
+    if reduce_only is None or not reduce_only[planned].any():
+        return netted
+    n_pairs = len(table.venues) * len(table.symbols)
+    return hold_growth(netted, reduce_only[netted.codes // n_pairs])
 
 
 def planned_rows(table: PositionTable, planned: npt.NDArray[np.bool_]) -> _PlannedRows:
@@ -237,7 +251,8 @@ class ProportionalRebalancer:
         n_v, n_s = len(table.venues), len(table.symbols)
         pair = table.venue * n_s + table.symbol
         lots = LotSizes.of(table, options)
-        per_world = net_per_world(table, planned, target_qty, options, lots)
+        reduce_only = reduce_only_mask(table, context.reduce_only_worlds)
+        per_world = net_per_world(table, planned, target_qty, options, lots, reduce_only)
         global_view: NettedKeys | None = None
         shared = options.execution_mode == "shared_account"
         global_is_per_world = self._world_view_is_global(table, shared) and bool(planned.all())
@@ -262,6 +277,9 @@ class ProportionalRebalancer:
                 qty_decimals=options.qty_decimals,
                 grouping=global_grouping(table, shared),
             )
+            if reduce_only is not None and reduce_only[planned].any():
+                # the net of every world: a reduce-only world among them makes it reduce-only
+                global_view = hold_growth(global_view, np.ones(len(global_view), np.bool_))
         plan_id = self._plan_id(context, scales, per_world, global_view, bool(planned.all()))
         return Plan(
             plan_id=plan_id,

@@ -26,7 +26,7 @@ from .ids import PlanHasher
 from .netting import exact_sums, group, latest_mark
 from .plan import Plan
 from .positions import FloatArray, PositionTable
-from .proportional import LotSizes, net_per_world
+from .proportional import LotSizes, net_per_world, reduce_only_mask
 from .scaling import WorldScale
 
 AssetKey = tuple[str | None, str]
@@ -99,7 +99,9 @@ class TargetWeightRebalancer:
         for world_id in self.targets:
             if world_id in table.worlds:
                 planned[table.worlds.index(world_id)] = True
-        per_world = net_per_world(table, planned, target_qty, options, LotSizes.of(table, options))
+        lots = LotSizes.of(table, options)
+        reduce_only = reduce_only_mask(table, context.reduce_only_worlds)
+        per_world = net_per_world(table, planned, target_qty, options, lots, reduce_only)
         scales = self._scales(context, table, target_qty)  # gross notional after / before
         planned_context = dataclasses.replace(context, positions=table)
         h = PlanHasher()

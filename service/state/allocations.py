@@ -55,10 +55,12 @@ class HoldReason(StrEnum):
     approver; later changes join it, which makes the proposal expire when approved."""
 
 
-TradingMode = Literal["active", "paused", "halted"]
-"""How freely a portfolio or world trades; the stricter of the two applies to a world."""
+TradingMode = Literal["active", "reduce-only", "paused", "halted"]
+"""How freely a portfolio or world trades; the stricter of the two applies to a world.
+``reduce-only`` holds nothing: its changes are planned, and only what shrinks exposure is
+published (the rest is held, listed in the plan record)."""
 
-STRICTNESS: dict[str, int] = {"active": 0, "paused": 1, "halted": 2}
+STRICTNESS: dict[str, int] = {"active": 0, "reduce-only": 1, "paused": 2, "halted": 3}
 
 COMMANDS_KEPT = 100
 """Applied or refused commands a portfolio's state remembers (``GET /v1/commands/{id}``)."""

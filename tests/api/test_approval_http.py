@@ -183,8 +183,8 @@ async def test_moved_positions_expire_a_proposal_reject_drops_and_four_eyes_hold
         done = await command(service, f"/v1/plans/{p1['plan_id']}/approve", "approver")
         assert done["status"] == "refused"
         assert done["detail"] == (
-            f"approve: plan {p1['plan_id']} expired (world a's positions or the portfolio's "
-            "equity moved); its change is planned again"
+            f"approve: plan {p1['plan_id']} expired (world a's positions, trading mode or the "
+            "portfolio's equity moved); its change is planned again"
         )
         await plans.until(lambda rs: len(with_status(rs, "proposed")) == 2)
         (expired,) = with_status(plans.records, "expired")

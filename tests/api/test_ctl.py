@@ -79,11 +79,11 @@ async def test_refusals_and_an_unreachable_service_exit_non_zero(service: Rebala
     code, _, err = await ctl(service, "pause", "default", "--reason", "x", token=TOKENS["viewer"])
     assert code == 2
     assert err.startswith("error: 403: token 'viewer-user' has role viewer")
-    code, _, err = await ctl(
-        service, "reduce-only", "default", "--reason", "x", token=TOKENS["admin"]
+    code, out, err = await ctl(
+        service, "reduce-only", "default", "--reason", "x", "--wait", token=TOKENS["admin"]
     )
-    assert code == 2
-    assert "error: 422: action 'reduce-only' is not carried out by this version yet" in err
+    assert code == 0, err  # carried out since it was built
+    assert out.endswith(": applied (portfolio default: active -> reduce-only)\n")
     code, _, err = await ctl(None, "status", token=wrong)
     assert code == 4
     assert err.startswith("error: cannot reach http://127.0.0.1:9")

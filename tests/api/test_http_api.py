@@ -321,12 +321,11 @@ async def test_pause_holds_changes_and_resume_plans_them_from_that_moment(
 
 async def test_commands_are_checked_before_they_are_published(service: RebalancerApp) -> None:
     operator = TOKENS["operator"]
-    status, body = await call(service, "POST", "/v1/portfolios/default/reduce-only", operator)
-    assert status == 422
-    assert body == {
-        "error": "action 'reduce-only' is not carried out by this version yet (available: "
-        "flatten, halt, pause, rebalance, require-approval, resume, waive-approval)"
-    }
+    status, accepted = await call(service, "POST", "/v1/portfolios/default/reduce-only", operator)
+    assert status == 202  # carried out since it was built
+    assert (await command_done(service, accepted["command_id"]))["detail"] == (
+        "portfolio default: active -> reduce-only"
+    )
     status, body = await call(service, "POST", "/v1/portfolios/default/explode", operator)
     assert status == 422
     status, body = await call(service, "POST", "/v1/portfolios/default/pause", operator, {})
@@ -350,6 +349,89 @@ async def test_commands_are_checked_before_they_are_published(service: Rebalance
         "refused",
         "portfolio default has no world 'zz'",
     )
+
+
+async def test_reduce_only_publishes_the_shrink_and_holds_the_growth(
+    service: RebalancerApp,
+) -> None:
+    """A world in reduce-only; an allocation change that shrinks one of its keys (s1's, on
+    binance) and grows another (s2's, on okx): one intent on the topic, the shrink."""
+    settings = service.settings
+    t, servers = settings.topics, settings.bootstrap_servers or ""
+    operator = TOKENS["operator"]
+    weights = {"a": {"s1": 0.1, "s2": 0.1}}
+    async with (
+        Feed(servers) as feed,
+        Tail(servers, t.plans) as plans,
+        Tail(servers, t.intents) as intents,
+    ):
+        await feed.snapshot(t.snapshots, snapshot("a", "s1", [btc(0.6)]))
+        await feed.snapshot(t.snapshots, snapshot("a", "s2", [btc(0.3, venue="okx")]))
+        await service.snapshot_reader.caught_up()
+        # world a known to the state with its strategies' weights; nothing to trade
+        seed = world_move(
+            "e1",
+            {"a": 0.2},
+            {"a": 0.2},
+            strategy_alloc_before_total=weights,
+            strategy_alloc_after_total=weights,
+        )
+        await feed.event(t.allocations, seed)
+        await plans.until(lambda rs: any(r["event_id"] == "e1" for r in rs))
+        status, accepted = await call(
+            service,
+            "POST",
+            "/v1/portfolios/default/worlds/a/reduce-only",
+            operator,
+            {"reason": "de-risk"},
+        )
+        assert status == 202
+        done = await command_done(service, accepted["command_id"])
+        assert (done["status"], done["detail"]) == (
+            "applied",
+            "world a of default: active -> reduce-only",
+        )
+        # s1 halves (binance 0.6 -> 0.3), s2 grows by half (okx 0.3 -> 0.45)
+        move = world_move(
+            "e2", {"a": 0.2}, strategy_alloc_after_total={"a": {"s1": 0.05, "s2": 0.15}}
+        )
+        await feed.event(t.allocations, move)
+        await plans.until(lambda rs: any(r["event_id"] == "e2" for r in rs))
+        (record,) = [r for r in plans.records if r["event_id"] == "e2"]
+        assert (record["status"], record["held_reason"]) == ("planned", "reduce_only: worlds a")
+        (dropped,) = record["per_world"]["a"]["dropped"]
+        assert (dropped["venue"], dropped["reason"], dropped["delta_qty_unrounded"]) == (
+            "okx",
+            "held",
+            0.15,
+        )
+        await intents.until(lambda rs: {i["intent_id"] for i in rs} >= set(record["intent_ids"]))
+        await intents.quiet(0.3)
+        assert [
+            (i["plan_id"], i["venue"], i["delta_qty"], i["reduce_only"]) for i in intents.records
+        ] == [(record["plan_id"], "binance", -0.3, True)]
+
+    async def shown() -> Any:
+        status, view = await call(service, "GET", "/v1/portfolios/default", operator)
+        world = view["worlds"][0] if status == 200 and view["worlds"] else {}
+        return view if world.get("alloc") == 0.2 and world.get("in_flight") else None
+
+    view = await until(shown, "world a with its plan in flight")
+    (world,) = view["worlds"]
+    assert (world["trading"]["mode"], world["trading"]["reason"]) == ("reduce-only", "de-risk")
+    assert (world["trading_mode"], view["trading"]["mode"]) == ("reduce-only", "active")
+    assert world["strategy_alloc"] == {"s1": 0.05, "s2": 0.15}  # the allocation moved on
+    # a waits for the strategy its intent carries, not for s2, which got none
+    assert world["in_flight"]["strategies"] == ["s1"]
+
+    async def in_metrics() -> bool:
+        _, text = await call(service, "GET", "/metrics")
+        return (
+            'rebalancer_worlds_trading{mode="reduce-only"} 1.0' in text
+            and 'rebalancer_commands_total{action="reduce-only",outcome="applied"} 1.0' in text
+        )
+
+    await until(in_metrics, "the reduce-only world in /metrics")
 
 
 async def topic_sizes(settings: Settings) -> dict[str, int]:

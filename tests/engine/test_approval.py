@@ -110,7 +110,10 @@ def test_an_approval_after_the_positions_moved_expires_and_proposes_again(h: Har
     assert not work.has_intents
     (record,) = work.records
     assert record["status"] == "expired"
-    assert record["approval"]["reason"] == "world a's positions or the portfolio's equity moved"
+    assert (
+        record["approval"]["reason"]
+        == "world a's positions, trading mode or the portfolio's equity moved"
+    )
     assert decided(h, "c9").outcome == "refused"
     assert decided(h, "c9").detail.endswith("its change is planned again")
     # the next release check plans the change again, on the positions of now, and proposes it
@@ -248,3 +251,17 @@ def test_a_crash_while_proposing_or_approving_finishes_as_it_was(h: Harness) -> 
     assert as_bytes(finished.intents) == as_bytes(approve.intents)
     assert h.state.proposals == {}
     assert h.state.world("default", "a").alloc == 0.15
+
+
+def test_a_world_put_in_reduce_only_after_its_proposal_is_proposed_again(h: Harness) -> None:
+    first = propose(h, world_alloc_after={"a": 0.45}).records[0]  # a growth
+    h.run(h.engine.on_event(command("reduce-only", "c2", world_id="a"), 2_100))
+    h.run(h.engine.on_event(command("approve", "c3", plan_id=first["plan_id"]), 2_200))
+    assert decided(h, "c3").outcome == "refused"
+    (again,) = h.engine.released_work(2_500)
+    h.run(again)
+    (record,) = again.records
+    # reduce-only holds the growth: nothing to trade, nothing to approve
+    assert (record["status"], record["intent_ids"]) == ("planned", [])
+    assert [d["reason"] for d in record["per_world"]["a"]["dropped"]] == ["held"]
+    assert h.state.world("default", "a").proposal is None
