@@ -10,9 +10,10 @@ import sys
 import orjson
 
 from service.app import RebalancerApp
-from tests.api.test_http_api import TOKENS, plan_one_event
+from tests.api.test_http_api import TOKENS, plan_one_event, until
+from tests.kafka_support import Feed, Tail
 from tests.process_support import ROOT
-from tests.stream.test_stream_service import world_move
+from tests.stream.test_stream_service import btc, snapshot, world_move
 
 
 async def ctl(
@@ -88,3 +89,49 @@ async def test_refusals_and_an_unreachable_service_exit_non_zero(service: Rebala
     assert code == 4
     assert err.startswith("error: cannot reach http://127.0.0.1:9")
     assert wrong not in err
+
+
+async def test_approval_from_the_command_line(service: RebalancerApp) -> None:
+    first = await plan_one_event(service)
+    code, out, err = await ctl(
+        service,
+        "require-approval",
+        "default",
+        "--reason",
+        "month end",
+        "--wait",
+        token=TOKENS["operator"],
+    )
+    assert code == 0, err
+    assert out.endswith(": applied (plans of portfolio default need approval)\n")
+    t, servers = service.settings.topics, service.settings.bootstrap_servers or ""
+    async with Feed(servers) as feed, Tail(servers, t.plans) as plans:
+        await feed.snapshot(
+            t.snapshots, snapshot("a", "s1", [btc(0.4)], converged_plan_id=first["plan_id"])
+        )
+        await service.snapshot_reader.caught_up()
+        await feed.event(t.allocations, world_move("e2", {"a": 0.1}))
+        await plans.until(lambda rs: any(r["status"] == "proposed" for r in rs))
+    (proposal,) = [r for r in plans.records if r["status"] == "proposed"]
+    plan_id = proposal["plan_id"]
+
+    async def shown() -> bool:
+        code, out, _ = await ctl(service, "status", token=TOKENS["viewer"])
+        return code == 0 and f"proposal {plan_id}: worlds a, 1 intents" in out
+
+    await until(shown, "the proposal in ctl status")
+    code, _, err = await ctl(
+        service, "approve", plan_id, "--reason", "ok", token=TOKENS["operator"]
+    )
+    assert (code, err.split(":")[:2]) == (2, ["error", " 403"])
+    code, out, err = await ctl(
+        service,
+        "approve",
+        plan_id,
+        "--reason",
+        "sizes checked",
+        "--wait",
+        token=TOKENS["approver"],
+    )
+    assert code == 0, err
+    assert out.endswith(f": applied (approve: plan {plan_id} published as proposed (1 intents))\n")
