@@ -45,6 +45,7 @@ from .api.routes import build_app
 from .api.server import ApiServer
 from .engine import EngineOptions, RebalanceEngine, Work
 from .engine.options import ApprovalRules
+from .live.outlook import PolicyOutlook, world_outlooks
 from .live.runner import PolicyRunner
 from .messages.allocation import AllocationEvent
 from .messages.command import OperatorCommand
@@ -171,6 +172,15 @@ class RebalancerApp:
     @property
     def approval_rules(self) -> ApprovalRules:
         return self.engine.options.approval
+
+    def policy_outlooks(self, portfolio_id: str) -> dict[str, list[PolicyOutlook]]:
+        return world_outlooks(
+            self.settings.policies,
+            self.read_model.state,
+            self.snapshots,
+            portfolio_id,
+            self.clock(),
+        )
 
     def preview(self, event: AllocationEvent) -> Work:
         """A dry run of ``event`` on the read model's state (every portfolio, whoever owns

@@ -24,6 +24,7 @@ from ..engine import Work
 from ..engine.approval import approval_required
 from ..engine.options import ApprovalRules
 from ..errors import InputError, describe
+from ..live.outlook import PolicyOutlook
 from ..messages import allocation_event_adapter
 from ..messages.allocation import AllocationEvent
 from ..messages.command import OperatorCommand, PlanAction, ScopeAction
@@ -53,6 +54,10 @@ class Backend(Protocol):
     @property
     def approval_rules(self) -> ApprovalRules:
         """The configured approval mode (``approval``)."""
+        ...
+
+    def policy_outlooks(self, portfolio_id: str) -> dict[str, list[PolicyOutlook]]:
+        """Per watched world of the portfolio, what each live policy sees of it now."""
         ...
 
     @property
@@ -129,6 +134,10 @@ class WorldView(BaseModel):
         "setting for the world, else the portfolio's, else the configuration)."
     )
     proposal: str | None = Field(description="The world's plan awaiting approval, if any.")
+    policies: list[PolicyOutlook] = Field(
+        description="Each live policy watching the world: its drift against the rule's band "
+        "and when the rule looks at it next (empty when no policy watches it)."
+    )
 
 
 class ProposalView(BaseModel):
@@ -241,10 +250,8 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
     @app.get("/v1/portfolios", response_model=PortfolioList, tags=["api"], responses=UNAUTHORIZED)
     async def portfolios(_: Annotated[Principal, reader]) -> PortfolioList:
         """Every portfolio the topics know, with its worlds."""
-        model, rules = backend.read_model, backend.approval_rules
-        return PortfolioList(
-            portfolios=[portfolio_view(model, rules, p) for p in model.portfolio_ids()]
-        )
+        model = backend.read_model
+        return PortfolioList(portfolios=[portfolio_view(backend, p) for p in model.portfolio_ids()])
 
     @app.get(
         "/v1/portfolios/{portfolio}",
@@ -257,7 +264,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         model = backend.read_model
         if portfolio not in model.portfolio_ids():
             raise HTTPException(404, f"portfolio {portfolio!r} is not known")
-        return portfolio_view(model, backend.approval_rules, portfolio)
+        return portfolio_view(backend, portfolio)
 
     @app.get(
         "/v1/plans",
@@ -523,8 +530,9 @@ def proposal_views(state: AllocationState, portfolio_id: str) -> list[ProposalVi
     return out
 
 
-def portfolio_view(model: ReadModel, rules: ApprovalRules, portfolio_id: str) -> PortfolioView:
-    state = model.state
+def portfolio_view(backend: Backend, portfolio_id: str) -> PortfolioView:
+    state, rules = backend.read_model.state, backend.approval_rules
+    outlooks = backend.policy_outlooks(portfolio_id)
     worlds = state.portfolio_worlds(portfolio_id)
     portfolio = state.portfolio(portfolio_id)
     return PortfolioView(
@@ -542,6 +550,7 @@ def portfolio_view(model: ReadModel, rules: ApprovalRules, portfolio_id: str) ->
                 held=w.held,
                 approval_required=approval_required(rules, portfolio, w),
                 proposal=w.proposal,
+                policies=outlooks.get(w.world_id, []),
             )
             for w in worlds
         ],

@@ -76,7 +76,7 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class _Look:
+class Look:
     """What a trigger does now: look on a calendar (``cadence``), act out of a band."""
 
     kind: Literal["band", "calendar", "hybrid", "regime"]
@@ -163,7 +163,7 @@ class PolicyRunner:
             if not equity > 0:
                 return answer("no_equity", "the portfolio's total equity is not known")
         last = ws.policy_triggers[-1] if ws.policy_triggers else None
-        look = None if isinstance(rule.trigger, RegimeTrigger) else self._look(rule)
+        look = None if isinstance(rule.trigger, RegimeTrigger) else self.look(rule)
         if look is not None and (why := self._not_due(look, key, last, now_ms)):
             return answer("not_due", why)
         oldest = self.engine.snapshots.oldest_as_of(world_id)
@@ -174,7 +174,7 @@ class PolicyRunner:
         if held.missing_marks:
             missing = ", ".join(label(k) for k in held.missing_marks)
             return answer("missing_mark", f"no mark for {missing}")
-        measured = self._measure(rule, ws, held, equity)
+        measured = self.measure(rule, ws, held, equity)
         if isinstance(measured, str):
             outcome: Outcome = "missing_mark" if measured.startswith("no mark") else "no_positions"
             return answer(outcome, measured)
@@ -182,7 +182,7 @@ class PolicyRunner:
         if look is None:  # a regime: its cadence and band come from the marks just measured
             assert isinstance(rule.trigger, RegimeTrigger)
             regime = self.regime(rule, key, held, now_ms)
-            look = _Look("regime", regime.cadence, DriftBand(regime.band, mode=rule.trigger.mode))
+            look = Look("regime", regime.cadence, DriftBand(regime.band, mode=rule.trigger.mode))
             if why := self._not_due(look, key, last, now_ms):
                 return answer("not_due", why)
         if look.cadence is not None and look.kind in ("hybrid", "regime"):
@@ -219,8 +219,9 @@ class PolicyRunner:
         )
         return Evaluation(rule.name, portfolio_id, world_id, "triggered", reason, event)
 
-    def _measure(
-        self, rule: PolicyRule, ws: WorldState, held: WorldHoldings, equity: float
+    @staticmethod
+    def measure(
+        rule: PolicyRule, ws: WorldState, held: WorldHoldings, equity: float
     ) -> tuple[dict[str, float], dict[str, float]] | str:
         """The world's weights and their targets, by asset label; or why they cannot be had.
 
@@ -250,16 +251,16 @@ class PolicyRunner:
         return dict(sorted(weights.items())), dict(sorted(targets.items()))
 
     @staticmethod
-    def _look(rule: PolicyRule) -> _Look:
+    def look(rule: PolicyRule) -> Look:
         trigger = rule.trigger
         if isinstance(trigger, BandTrigger):
-            return _Look("band", None, DriftBand(trigger.threshold, mode=trigger.mode))
+            return Look("band", None, DriftBand(trigger.threshold, mode=trigger.mode))
         if isinstance(trigger, CalendarTrigger):
-            return _Look("calendar", trigger.every, None)
+            return Look("calendar", trigger.every, None)
         assert isinstance(trigger, HybridTrigger)
-        return _Look("hybrid", trigger.every, DriftBand(trigger.threshold, mode=trigger.mode))
+        return Look("hybrid", trigger.every, DriftBand(trigger.threshold, mode=trigger.mode))
 
-    def _not_due(self, look: _Look, key: tuple[str, str], last: int | None, now_ms: int) -> str:
+    def _not_due(self, look: Look, key: tuple[str, str], last: int | None, now_ms: int) -> str:
         """Why a calendar-driven look is not due now ('' when it is): the world was already
         rebalanced by its policy this period, or (hybrid, regime) already looked at."""
         if look.cadence is None:

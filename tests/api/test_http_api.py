@@ -584,3 +584,31 @@ async def test_flatten_closes_every_key_and_stays_halted_until_resume(
         assert (await command_done(service, accepted["command_id"]))["status"] == "applied"
         status, view = await call(service, "GET", "/v1/portfolios/default", admin)
         assert view["trading"]["mode"] == "active"
+
+
+async def test_reads_show_each_policy_drift_and_next_check(bootstrap_servers: str) -> None:
+    band = {"kind": "band", "mode": "absolute", "threshold": 0.5}  # wide: never triggers here
+    rule = {"name": "keep-a", "worlds": ["a"], "trigger": band, "target": {"kind": "allocation"}}
+    policies = {"enabled": True, "check_interval_ms": 3_600_000, "rules": [rule]}
+    app = RebalancerApp(api_settings(bootstrap_servers, policies=policies))
+    await app.start()
+    try:
+        await plan_one_event(app)
+
+        async def measured() -> Any:
+            _, body = await call(app, "GET", "/v1/portfolios/default", TOKENS["viewer"])
+            worlds = body.get("worlds") if isinstance(body, dict) else None
+            return worlds[0]["policies"] if worlds and worlds[0]["policies"] else None
+
+        (seen,) = await until(measured, "world a's policy outlook")
+        # world a holds 0.6 BTC at 60,000: 36,000 of 1,000,000 against its allocation of 0.2
+        assert seen["policy"] == "keep-a"
+        assert seen["status"] == "in_band"
+        assert seen["weights"] == {"world": pytest.approx(0.036)}
+        assert seen["targets"] == {"world": 0.2}
+        assert seen["drift"] == {"world": pytest.approx(0.164)}
+        assert (seen["band"], seen["band_mode"]) == (0.5, "absolute")
+        assert seen["checks_every_ms"] == 3_600_000
+        assert 0 < seen["next_check_at"] - app.clock() <= 3_600_000
+    finally:
+        await app.stop()
