@@ -139,7 +139,9 @@ class RebalancerApp:
         check_exposure(settings.http_host, settings.api)
         authenticator = Authenticator(settings.api)
         self.http = ApiServer(
-            build_app(self, authenticator), settings.http_host, settings.http_port
+            build_app(self, authenticator, settings.api.max_body_bytes),
+            settings.http_host,
+            settings.http_port,
         )
         if authenticator.open:
             log.warning(

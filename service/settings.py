@@ -143,6 +143,12 @@ class ApiSettings(BaseModel):
         description="Accepted bearer tokens, by SHA-256, each with a name and a role. With "
         "none, the API serves only a loopback address, where every request is admin.",
     )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1_024,
+        description="Larger request bodies are refused with 413 (a 200,000-row planning "
+        "request is about 25 MB).",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> ApiSettings:

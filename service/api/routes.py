@@ -39,6 +39,7 @@ from ..state.allocations import (
 )
 from ..state.read_model import CursorError, PlanSummary, ReadModel
 from .auth import Authenticator, ForbiddenError, Permission, Principal, UnauthenticatedError
+from .limits import BodyLimit
 
 
 class Backend(Protocol):
@@ -188,7 +189,9 @@ UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
+def build_app(
+    backend: Backend, auth: Authenticator, max_body_bytes: int = 64 * 1024 * 1024
+) -> FastAPI:
     """The application for one service instance."""
     app = FastAPI(
         title="rebalancer",
@@ -197,6 +200,7 @@ def build_app(backend: Backend, auth: Authenticator) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     bearer = HTTPBearer(auto_error=False, description="An API token (api.tokens)")
 
     @app.exception_handler(UnauthenticatedError)

@@ -57,12 +57,15 @@ GHOST_PROPOSAL = {
 OPEN_ROUTES = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
 
 
-def api_settings(bootstrap_servers: str, **overrides: Any) -> Settings:
+def api_settings(bootstrap_servers: str, api_max: int | None = None, **overrides: Any) -> Settings:
     tokens = [
         {"name": f"{role}-user", "role": role, "sha256": sha256_hex(token)}
         for role, token in TOKENS.items()
     ]
-    return fresh_settings(bootstrap_servers, api={"tokens": tokens}, **overrides)
+    api: dict[str, Any] = {"tokens": tokens}
+    if api_max is not None:
+        api["max_body_bytes"] = api_max
+    return fresh_settings(bootstrap_servers, api=api, **overrides)
 
 
 async def call(
@@ -610,5 +613,39 @@ async def test_reads_show_each_policy_drift_and_next_check(bootstrap_servers: st
         assert (seen["band"], seen["band_mode"]) == (0.5, "absolute")
         assert seen["checks_every_ms"] == 3_600_000
         assert 0 < seen["next_check_at"] - app.clock() <= 3_600_000
+    finally:
+        await app.stop()
+
+
+async def test_a_body_over_the_limit_is_refused_with_413(bootstrap_servers: str) -> None:
+    app = RebalancerApp(api_settings(bootstrap_servers, api_max=4_096))
+    await app.start()
+    try:
+        big = orjson.dumps(world_move("big", {"a": 0.2}, {"a": 0.1}, pad="x" * 5_000))
+        status, body = await call(app, "POST", "/v1/preview", TOKENS["operator"], orjson.loads(big))
+        assert (status, body) == (
+            413,
+            {
+                "error": f"body: {len(big)} bytes declared (Content-Length); this API takes at "
+                "most 4096 bytes (api.max_body_bytes)"
+            },
+        )
+        # without a Content-Length (chunked), counted as it arrives
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.http.port)
+        head = (
+            "POST /v1/preview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Authorization: Bearer {TOKENS['operator']}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        chunks = b"".join(b"%x\r\n%s\r\n" % (1_000, b"x" * 1_000) for _ in range(6)) + b"0\r\n\r\n"
+        writer.write(head.encode() + chunks)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=30)
+        writer.close()
+        assert raw.startswith(b"HTTP/1.1 413 ")
+        assert b"body: over 4096 bytes sent; this API takes at most 4096 bytes" in raw
+        # a body within the limit is read as usual
+        status, body = await call(app, "POST", "/v1/preview", TOKENS["operator"])
+        assert status == 200, body
     finally:
         await app.stop()
