@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-kafka kafka lint bench schemas clean
+.PHONY: demo test test-unit test-kafka test-browser kafka lint bench schemas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test-unit: $(STAMP)
 # Every broker-facing test on Apache Kafka (deploy/kafka/run: Java 17+ and Maven needed).
 test-kafka: $(STAMP)
 	REBALANCER_TEST_BROKER=kafka $(BIN)/python -m pytest -m "broker or kafka_only"
+
+# The dashboard in headless Chromium (Debian's chromium package: apt-get install chromium).
+test-browser: $(STAMP)
+	REBALANCER_TEST_BROWSER=1 $(BIN)/python -m pytest -m browser
 
 # One Apache Kafka node in the foreground, for a person (Ctrl-C stops it).
 kafka:

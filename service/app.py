@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiokafka import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
 from consumers.allocation_consumer import AllocationConsumer
 from consumers.clients import KafkaClients
@@ -41,6 +42,7 @@ from consumers.unit_of_work import ORDER_OF_WORK, FaultHook, Unit, UnitOfWork, n
 from consumers.worker import LoopControls, Worker
 
 from .api.auth import Authenticator, check_exposure
+from .api.changes import Changes
 from .api.routes import build_app
 from .api.server import ApiServer
 from .engine import EngineOptions, RebalanceEngine, Work
@@ -51,6 +53,7 @@ from .messages.allocation import AllocationEvent
 from .messages.command import OperatorCommand
 from .metrics import Metrics
 from .planner import PlannerOptions
+from .policies.costs import CostModel
 from .runtime import freeze_startup_heap
 from .settings import Settings
 from .state.allocations import AllocationState, ChangelogError
@@ -135,6 +138,7 @@ class RebalancerApp:
         self.broker: EmbeddedBroker | None = None
         self.bootstrap_servers = settings.bootstrap_servers or ""
         self.read_model = ReadModel()
+        self.changes = Changes()
         self._previewer: RebalanceEngine | None = None
         check_exposure(settings.http_host, settings.api)
         authenticator = Authenticator(settings.api)
@@ -174,6 +178,15 @@ class RebalancerApp:
     @property
     def approval_rules(self) -> ApprovalRules:
         return self.engine.options.approval
+
+    @property
+    def cost_model(self) -> CostModel:
+        costs = self.settings.costs
+        return CostModel(costs.fee_bps, costs.half_spread_bps, costs.fixed_per_trade)
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        return self.metrics.registry
 
     def policy_outlooks(self, portfolio_id: str) -> dict[str, list[PolicyOutlook]]:
         return world_outlooks(
@@ -371,6 +384,7 @@ class RebalancerApp:
     async def stop(self) -> None:
         """Finish the work in hand, then stop the parts in the reverse order of their start."""
         self._stopping.set()
+        self.changes.close()  # event streams end, so the HTTP server can stop
         async with self.lock:  # the event in hand is finished and committed
             for task in self._tasks:
                 task.cancel()
@@ -408,6 +422,8 @@ class RebalancerApp:
             except ChangelogError as exc:
                 where = f"{record.topic}[{record.partition}]@{record.offset}"
                 raise ChangelogError(f"{where}: {exc}") from None
+        if records:
+            self.changes.bump()
 
     def _on_plan_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Plan records into the read model's history. One that cannot be read is skipped
@@ -418,3 +434,5 @@ class RebalancerApp:
             except ValueError as exc:
                 where = f"{record.topic}[{record.partition}]@{record.offset}"
                 log.warning("plan record %s not added to the history: %s", where, exc)
+        if records:
+            self.changes.bump()

@@ -195,6 +195,20 @@ class ApprovalSettings(BaseModel):
     )
 
 
+class CostSettings(BaseModel):
+    """What trading costs, for estimates (the dashboard's cost per plan)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fee_bps: float = Field(default=0.0, ge=0, le=10_000, description="Fee, bps of notional.")
+    half_spread_bps: float = Field(
+        default=0.0, ge=0, le=10_000, description="Half the bid-ask spread, bps of notional."
+    )
+    fixed_per_trade: float = Field(
+        default=0.0, ge=0, le=1e12, allow_inf_nan=False, description="Per traded key."
+    )
+
+
 class Settings(BaseSettings):
     """Everything the service and CLI can be configured with."""
 
@@ -262,6 +276,7 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     api: ApiSettings = ApiSettings()
     approval: ApprovalSettings = ApprovalSettings()
+    costs: CostSettings = CostSettings()
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
     policies: PolicySettings = PolicySettings()

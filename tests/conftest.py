@@ -17,13 +17,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark ``broker`` every test that needs the broker fixture, directly or through others.
     Tests of what only Apache Kafka offers (``kafka_only``: its faults, security, the
     idempotent producer) are deselected, and counted as such, on the embedded broker;
-    ``make test-kafka`` runs them."""
+    ``make test-kafka`` runs them. Browser tests (``browser``: they need Chromium) are
+    deselected, and counted, unless ``REBALANCER_TEST_BROWSER=1``: ``make test-browser``."""
     for item in items:
         if "bootstrap_servers" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.broker)
+    if os.environ.get("REBALANCER_TEST_BROWSER") != "1":
+        _deselect(config, items, "browser")
     if broker_name() == "kafka" or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return
-    kept = [item for item in items if item.get_closest_marker("kafka_only") is None]
+    _deselect(config, items, "kafka_only")
+
+
+def _deselect(config: pytest.Config, items: list[pytest.Item], marker: str) -> None:
+    kept = [item for item in items if item.get_closest_marker(marker) is None]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept

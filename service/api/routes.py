@@ -39,10 +39,11 @@ from ..state.allocations import (
 )
 from ..state.read_model import CursorError, PlanSummary, ReadModel
 from .auth import Authenticator, ForbiddenError, Permission, Principal, UnauthenticatedError
+from .dashboard import DashboardBackend, add_dashboard
 from .limits import BodyLimit
 
 
-class Backend(Protocol):
+class Backend(DashboardBackend, Protocol):
     """What the running service offers the API."""
 
     metrics: Metrics
@@ -223,6 +224,7 @@ def build_app(
         return Depends(check)
 
     reader = needs(Permission.READ)
+    add_dashboard(app, backend, reader, UNAUTHORIZED)
 
     @app.get("/metrics", response_class=Response, tags=["operations"])
     async def metrics() -> Response:

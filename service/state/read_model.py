@@ -32,6 +32,31 @@ class PlanSummary(BaseModel):
     intents: int
     coalesced_event_ids: list[str]
     held_reason: str | None = None
+    turnover: float = 0.0
+    """Notional of the keys the plan trades (what its intents carry)."""
+    traded_keys: int = 0
+    policy: str | None = None
+    """The policy that asked for the plan ('command' for an operator's rebalance)."""
+    trigger: str | None = None
+    """What set the policy off (band, calendar, ..., command); None for allocation events."""
+
+
+class _Key(msgspec.Struct):
+    notional: float = 0.0
+    legs: list[msgspec.Raw] = []
+
+
+class _World(msgspec.Struct):
+    deltas: list[_Key] = []
+
+
+class _Options(msgspec.Struct):
+    execution_mode: str = "per_world"
+
+
+class _Policy(msgspec.Struct):
+    policy: str = ""
+    trigger: str = ""
 
 
 class _PlanHeader(msgspec.Struct):
@@ -44,10 +69,21 @@ class _PlanHeader(msgspec.Struct):
     occurred_at: int
     created_at: int
     status: str = "planned"
-    per_world: dict[str, msgspec.Raw] = {}
+    per_world: dict[str, _World] = {}
+    global_deltas: list[_Key] = []
+    options: _Options | None = None
     intent_ids: list[str] = []
     coalesced_event_ids: list[str] = []
     held_reason: str | None = None
+    policy: _Policy | None = None
+
+    def traded(self) -> list[_Key]:
+        """The keys whose intents the plan publishes (the global view in a shared account)."""
+        shared = self.options is not None and self.options.execution_mode == "shared_account"
+        keys = (
+            self.global_deltas if shared else [k for w in self.per_world.values() for k in w.deltas]
+        )
+        return [k for k in keys if k.legs]
 
 
 _plan_header = msgspec.json.Decoder(_PlanHeader)
@@ -62,6 +98,7 @@ def plan_summary(value: bytes | None) -> PlanSummary:
     except msgspec.MsgspecError as exc:
         raise ValueError(f"not a plan record: {exc}") from None
     held_reason = head.held_reason
+    traded = head.traded()
     return PlanSummary(
         plan_id=head.plan_id,
         event_id=head.event_id,
@@ -73,6 +110,10 @@ def plan_summary(value: bytes | None) -> PlanSummary:
         intents=len(head.intent_ids),
         coalesced_event_ids=head.coalesced_event_ids,
         held_reason=held_reason,
+        turnover=round(sum(k.notional for k in traded), 8),
+        traded_keys=len(traded),
+        policy=head.policy.policy if head.policy else None,
+        trigger=head.policy.trigger if head.policy else None,
     )
 
 
@@ -109,6 +150,10 @@ class PlanHistory:
 
     def get(self, plan_id: str) -> PlanSummary | None:
         return self._by_id.get(plan_id)
+
+    def oldest_first(self) -> list[PlanSummary]:
+        """Every plan, oldest first."""
+        return [self._by_id[plan_id] for _, plan_id in self._order]
 
     def page(
         self,

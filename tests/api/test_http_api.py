@@ -34,6 +34,8 @@ ROUTES: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/portfolios/default", set(ROLES)),
     ("GET", "/v1/plans", set(ROLES)),
     ("GET", "/v1/plans?portfolio=default&status=planned&limit=5", set(ROLES)),
+    ("GET", "/v1/plans/stats?buckets=10", set(ROLES)),
+    ("GET", "/v1/health", set(ROLES)),
     ("POST", "/v1/portfolios/default/pause", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/resume", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/worlds/a/halt", {"operator", "admin"}),
@@ -54,7 +56,14 @@ GHOST_PROPOSAL = {
     "created_at": 1_000,
     "status": "proposed",
 }
-OPEN_ROUTES = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
+OPEN_ROUTES = [
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/"),  # the dashboard's page and assets: it signs in with a token itself
+    ("GET", "/static/dashboard.js"),
+    ("GET", "/static/dashboard.css"),
+]
 
 
 def api_settings(bootstrap_servers: str, api_max: int | None = None, **overrides: Any) -> Settings:
@@ -134,6 +143,9 @@ async def test_every_route_answers_each_caller_by_role(
                 assert status == 403, (path, caller, status, body)
     for method, path in OPEN_ROUTES:
         assert (await call(service, method, path))[0] == 200, path
+    # the dashboard's event stream (endless once open, so only its refusals here)
+    assert (await call(service, "GET", "/v1/events"))[0] == 401
+    assert (await call(service, "GET", "/v1/events", "not-a-token"))[0] == 401
     status, whoami = await call(service, "GET", "/v1/whoami", TOKENS["approver"])
     assert whoami == {"name": "approver-user", "role": "approver"}
     logged = caplog.text
@@ -191,8 +203,30 @@ async def test_portfolio_and_plans_read_what_the_topics_say(service: RebalancerA
         "intents": len(record["intent_ids"]),
         "coalesced_event_ids": ["e1"],
         "held_reason": None,
+        # world a 0.3 -> 0.2 sells a third of 0.6 BTC at 60,000
+        "turnover": sum(d["notional"] for d in record["per_world"]["a"]["deltas"]),
+        "traded_keys": 1,
+        "policy": None,
+        "trigger": None,
     }
+    assert summary["turnover"] == pytest.approx(12_000.0)
     assert page["next_cursor"] is None
+    status, stats = await call(service, "GET", "/v1/plans/stats?buckets=4", viewer)
+    assert status == 200
+    assert [(b["plans"], b["turnover"]) for b in stats["buckets"]] == [
+        (1, pytest.approx(12_000.0)),
+        (0, 0.0),
+        (0, 0.0),
+        (0, 0.0),
+    ]
+    assert stats["plans"] == 1
+    status, health = await call(service, "GET", "/v1/health", viewer)
+    assert (health["ready"], health["events_dead_lettered"], health["plans_known"]) == (
+        True,
+        0.0,
+        1,
+    )
+    assert health["events_consumed"] >= 1
     status, none = await call(service, "GET", "/v1/plans?portfolio=other", viewer)
     assert (status, none) == (200, {"plans": [], "next_cursor": None})
     status, missing = await call(service, "GET", "/v1/portfolios/other", viewer)
