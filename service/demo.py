@@ -10,6 +10,8 @@ reached, and ends by comparing every traded position with its target.
 from __future__ import annotations
 
 import asyncio
+import secrets
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -25,8 +27,9 @@ from consumers.execution_node import ExecutionNode, NodeOptions
 from consumers.topics import ensure_topics
 from consumers.venues import Order, OrderStatus, OrderUpdate, PaperConfig, PaperVenue
 
+from .api.auth import sha256_hex
 from .app import RebalancerApp
-from .settings import Settings, Topics
+from .settings import ApiSettings, ApiToken, Settings, Topics
 from .state.snapshots import SnapshotTable
 
 NOW = 1_795_340_000_000
@@ -200,19 +203,28 @@ class _Loop:
         await self.consumer.stop()
 
 
-async def run_demo(out: TextIO, timeout: float = 60.0) -> int:
+async def run_demo(
+    out: TextIO,
+    timeout: float = 60.0,
+    *,
+    ui: asyncio.Event | None = None,
+    http_port: int = 0,
+) -> int:
     """Run the demo; returns the number of keys whose final position differs from its
-    target (0 when the loop closed)."""
+    target (0 when the loop closed). With ``ui``, everything keeps running after the
+    scenario until that event is set (Ctrl-C), for a person to click through the dashboard."""
     with EmbeddedBroker() as broker:
         servers = broker.bootstrap_servers
         print(f"embedded broker on {servers} (in memory)", file=out)
         tag = uuid.uuid4().hex[:6]
+        token = secrets.token_urlsafe(18)  # the demo's own admin token, for the dashboard
         settings = Settings(
             bootstrap_servers=servers,
             group_id=f"demo-{tag}",
-            http_port=0,
+            http_port=http_port,
             release_check_interval_ms=100,
             topics=Topics(),
+            api=ApiSettings(tokens=[ApiToken(name="demo", role="admin", sha256=sha256_hex(token))]),
         )
         await ensure_topics(settings, servers)
         topics = settings.topics
@@ -224,7 +236,9 @@ async def run_demo(out: TextIO, timeout: float = 60.0) -> int:
         print(f"published {len(SNAPSHOTS)} snapshots (worlds alpha and beta)", file=out)
         app = RebalancerApp(settings)
         await app.start()
-        print(f"service ready; metrics on http://127.0.0.1:{app.http.port}/metrics", file=out)
+        base = f"http://127.0.0.1:{app.http.port}"
+        print(f"service ready; metrics on {base}/metrics", file=out)
+        print(f"dashboard: {base}/ (sign in with the demo's admin token {token})", file=out)
         venues: dict[str, PaperVenue] = {}
         nodes: list[ExecutionNode] = []
         loop = _Loop(servers, topics)
@@ -281,6 +295,10 @@ async def run_demo(out: TextIO, timeout: float = 60.0) -> int:
                 await loop.until(partial(loop.converged, plan_id), out, timeout)
                 print(f"  plan {plan_id[:8]} reached", file=out)
             mismatches = _final_report(loop, venues, out)
+            if ui is not None:
+                print(f"\nstill running for the dashboard at {base}/ ; Ctrl-C stops", file=out)
+                out.flush()
+                await ui.wait()
         finally:
             await loop.stop()
             for node in nodes:
@@ -317,5 +335,16 @@ def _final_report(loop: _Loop, venues: dict[str, PaperVenue], out: TextIO) -> in
     return mismatches
 
 
-def main(out: TextIO) -> int:
-    return 0 if asyncio.run(run_demo(out)) == 0 else 1
+def main(out: TextIO, *, ui: bool = False) -> int:
+    """``rebalancer demo`` (``--ui``: keep running after the scenario until Ctrl-C)."""
+    return 0 if asyncio.run(_main(out, ui)) == 0 else 1
+
+
+async def _main(out: TextIO, ui: bool) -> int:
+    if not ui:
+        return await run_demo(out)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await run_demo(out, ui=stop)

@@ -24,7 +24,7 @@ __all__ = ["build_parser", "main"]
 def _cmd_demo(args: argparse.Namespace, out: IO[bytes]) -> int:
     from ..demo import main as demo
 
-    return demo(sys.stdout)
+    return demo(sys.stdout, ui=args.ui)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.register(sub)
     demo = sub.add_parser(
         "demo", help="run the service on the embedded broker through a two-world scenario"
+    )
+    demo.add_argument(
+        "--ui",
+        action="store_true",
+        help="keep everything running after the scenario, for the dashboard, until Ctrl-C",
     )
     demo.set_defaults(run=_cmd_demo)
     schemas.register(sub)

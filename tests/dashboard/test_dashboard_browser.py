@@ -5,6 +5,8 @@ docs/screenshots/."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from typing import Any
 
@@ -14,6 +16,7 @@ from playwright.async_api import Page
 from service.app import RebalancerApp
 from tests.api.test_approval_http import proposed
 from tests.api.test_http_api import TOKENS, call, until
+from tests.dashboard.demo_process import demo_ui
 from tests.kafka_support import Feed, Tail
 from tests.process_support import ROOT
 from tests.stream.test_stream_service import btc, snapshot, world_move
@@ -179,3 +182,16 @@ def history_record(i: int) -> dict[str, Any]:
         "intent_ids": [f"i{i}"],
         "coalesced_event_ids": [f"h{i}"],
     }
+
+
+async def test_the_demo_keeps_running_for_the_dashboard_until_ctrl_c(page: Page) -> None:
+    async with demo_ui() as demo:
+        await page.goto(f"{demo.url}/")
+        await page.fill("#token", demo.token)
+        await page.click("#sign-in-button")
+        for world in ("alpha", "beta"):  # the demo's worlds
+            await page.locator(f'#portfolios tr[data-world="{world}"]').wait_for(timeout=WAIT_MS)
+        assert await page.locator("#plans tr.plan").count() >= 2
+        await shot(page, "demo")
+        demo.process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(demo.process.wait(), 30) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -422,6 +423,7 @@ async def test_demo_runs_the_scenario_end_to_end() -> None:
     assert await run_demo(out) == 0  # no traded key away from its target
     text = out.getvalue()
     assert "loop closed: every position is at its target" in text
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ \(sign in with the demo's", text)
     assert "[okx] order alpha:SOLUSDT -66.6 reduce-only" in text
     assert "snapshot beta/momentum reached plan" in text
     assert text.count(" reached\n") == 2  # both plans
