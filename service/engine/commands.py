@@ -180,6 +180,8 @@ class Commands:
             occurred_at=now_ms,
             total_equity=event.total_equity,
             now_ms=now_ms,
+            requested_by=command.requested_by,
+            command=command,
         )
         requested = [Requested(w.world_id, 0.0) for w in moving]
         basis = Basis(portfolio, worlds)
@@ -238,7 +240,7 @@ class Commands:
         detail = f"rebalance: world {world.world_id} of {command.portfolio_id} planned"
         portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
         correction = Correction(
-            event, world, portfolio, (command.command_id,), command.requested_by
+            event, world, portfolio, (command.command_id,), command.requested_by, command
         )
         return replace(
             self.policies.plan(correction, now_ms), outcome=Outcome.COMMANDED, why=detail

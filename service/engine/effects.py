@@ -19,6 +19,7 @@ import orjson
 from ..errors import InputError
 from ..messages import PolicyRebalance
 from ..messages.allocation import AllocationEvent
+from ..messages.command import OperatorCommand
 from ..planner import (
     Plan,
     PlannerOptions,
@@ -82,6 +83,9 @@ class Trigger:
     requested_by: str | None = None
     """The token whose command, or the policy, that asked for the plan (not hashed: who asks
     does not change the plan); four-eyes keeps it from approving the plan."""
+    command: OperatorCommand | None = None
+    """The operator's command that asked for the plan (flatten, rebalance): its record says
+    who, when and why."""
 
     def context(
         self,
@@ -213,6 +217,8 @@ class Effects:
         record = plan.wire
         if policy is not None:
             record["policy"] = policy.model_dump(mode="json")
+        if trigger.command is not None:
+            record["command"] = command_record(trigger.command)
         shared = plan.context.options.execution_mode == "shared_account"
         new_worlds = dict(basis.worlds)
         affected_by_world = affected_strategies(plan)
@@ -352,6 +358,14 @@ def resume(pending: PendingPlan) -> Work:
         state=state,
         records=[record],
         intents_from=None if pending.proposal is not None else record,
+    )
+
+
+def command_record(command: OperatorCommand) -> Json:
+    """Who asked for a plan by command, when and why (the plan record's ``command``)."""
+    return command.model_dump(
+        mode="json",
+        include={"command_id", "action", "world_id", "requested_by", "reason", "requested_at"},
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 from ..messages import AllocationTarget, PolicyRebalance
+from ..messages.command import OperatorCommand
 from ..planner import (
     PlanningError,
     Rebalancer,
@@ -48,6 +49,8 @@ class Correction:
     event_ids: tuple[str, ...]
     requested_by: str | None = None
     """Who asked: an operator's token (a rebalance command), else the policy itself."""
+    command: OperatorCommand | None = None
+    """The operator's command that asked for it (rebalance), if one did."""
 
     @property
     def asker(self) -> str:
@@ -189,6 +192,7 @@ class PolicyCorrections:
             total_equity=equity,
             now_ms=now_ms,
             requested_by=correction.asker,
+            command=correction.command,
         )
         basis = Basis(portfolio, {world_id: ws})
         reduce_only = reduce_only_worlds(self.sources.state, basis, [world_id])

@@ -115,6 +115,17 @@ class Approval(Message):
     )
 
 
+class CommandOrigin(Message):
+    """The operator's command a plan carries out (flatten, rebalance): who, when and why."""
+
+    command_id: Name
+    action: Name
+    world_id: Name | None
+    requested_by: Name
+    reason: str
+    requested_at: EpochMs
+
+
 PlanStatus = Literal["planned", "held", "proposed", "approved", "rejected", "expired"]
 """``planned``: published. ``held``: its worlds wait. ``proposed``: awaits approval (no
 intents). ``approved``: the proposal published as proposed (its intents). ``rejected``,
@@ -156,4 +167,7 @@ class PlanRecord(Message):
     )
     approval: Approval | None = Field(
         default=None, description="Present on a plan that needed approval."
+    )
+    command: CommandOrigin | None = Field(
+        default=None, description="The operator's command the plan carries out, if one."
     )

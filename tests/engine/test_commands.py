@@ -159,6 +159,14 @@ def test_flatten_closes_every_key_at_once_and_halts_until_resumed(h: Harness) ->
     assert work.outcome is Outcome.COMMANDED
     (record,) = work.records
     assert (record["event_id"], sorted(record["per_world"])) == ("c1", ["a", "b"])
+    assert record["command"] == {
+        "command_id": "c1",
+        "action": "flatten",
+        "world_id": None,
+        "requested_by": "alice",
+        "reason": "desk review",
+        "requested_at": 1_500,
+    }
     intents = work.intents
     assert sorted((i["world_id"], i["target_qty"]) for i in intents) == [("a", 0.0), ("b", 0.0)]
     assert all(i["reduce_only"] and i["leg"] == "close" for i in intents)
@@ -193,6 +201,7 @@ def test_rebalance_brings_a_drifted_world_back_now(h: Harness) -> None:
     (record,) = work.records
     assert record["policy"]["trigger"] == "command"
     assert record["policy"]["reason"] == "rebalance by alice: desk review"
+    assert (record["command"]["command_id"], record["command"]["requested_by"]) == ("c1", "alice")
     assert [i["delta_qty"] for i in work.intents] == [-2_000.0]
     assert decided(h, "c1").detail == "rebalance: world a of default planned"
 
