@@ -16,6 +16,7 @@ from service.settings import (
     DEFAULT_CONFIG,
     ApiSettings,
     ApprovalSettings,
+    ExecutionSettings,
     Security,
     Settings,
     Topics,
@@ -30,7 +31,8 @@ def test_default_toml_states_the_code_defaults() -> None:
     assert Security.model_validate(data["security"]) == Security()
     assert ApiSettings.model_validate(data["api"]) == ApiSettings()
     assert ApprovalSettings.model_validate(data["approval"]) == ApprovalSettings()
-    sections = {"planner", "topics", "policies", "security", "api", "approval"}
+    assert ExecutionSettings.model_validate(data["execution"]) == ExecutionSettings()
+    sections = {"planner", "topics", "policies", "security", "api", "approval", "execution"}
     defaults = {
         name: field.default for name, field in Settings.model_fields.items() if name not in sections
     }
