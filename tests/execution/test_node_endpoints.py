@@ -4,9 +4,15 @@ its heartbeats on the nodes' topic, against a real broker and the paper venue.""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,8 +26,8 @@ from service.messages import NodeHeartbeat
 from service.node_app import NodeApp
 from service.settings import Settings
 from tests.execution.test_execution_node import NOW, intent
-from tests.kafka_support import Feed, Tail, fresh_settings
-from tests.process_support import http_request
+from tests.kafka_support import Feed, Tail, fresh_settings, settings_env
+from tests.process_support import ROOT, http_request
 
 
 def node_app(settings: Settings, venue: PaperVenue, heartbeat_ms: int = 200) -> NodeApp:
@@ -159,3 +165,33 @@ async def test_a_node_serves_its_endpoints_and_its_metrics_follow_a_plan(
             await app.stop()
         stopped = await beats.until(lambda records: any(r and r["stopped"] for r in records))
         assert [r["ready"] for r in stopped if r and r["stopped"]] == [False]
+
+
+async def test_rebalancer_execute_logs_its_free_port_and_serves_there(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``rebalancer execute`` with execution.http_port 0 binds a free port and says which."""
+    log = tmp_path / "node.log"
+    env = {**os.environ, **settings_env(settings)}
+    command = [sys.executable, "-m", "service.cli", "execute", "--venue", "paper"]
+    command += ["--node-id", "paper-cli", "--log-level", "info"]
+    with open(log, "ab") as out:
+        node = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        async def port() -> int | None:
+            found = re.search(r"/readyz on http://127\.0\.0\.1:(\d+)", log.read_text())
+            return int(found.group(1)) if found else None
+
+        bound = await until(port, "the node's port in its log", timeout=60)
+
+        async def ready() -> bool:
+            return (await http_request(bound, "GET", "/readyz"))[0] == 200
+
+        await until(ready, "/readyz 200", timeout=60)
+        status, _, body = await http_request(bound, "GET", "/metrics")
+        assert status == 200
+        assert b"rebalancer_node_orders_total 0.0" in body
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=30) == 0, log.read_text()[-3000:]
