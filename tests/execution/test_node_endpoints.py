@@ -19,7 +19,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.execution_node import ExecutionNode, NodeOptions
+from consumers.execution_node import ExecutionNode, NodeOptions, NodeStats
+from consumers.node_metrics import NodeGauges, NodeMetrics
 from consumers.topics import ensure_topics
 from consumers.venues import PaperConfig, PaperVenue
 from service.messages import NodeHeartbeat
@@ -195,3 +196,13 @@ async def test_rebalancer_execute_logs_its_free_port_and_serves_there(
     finally:
         node.send_signal(signal.SIGTERM)
         assert node.wait(timeout=30) == 0, log.read_text()[-3000:]
+
+
+def test_docs_list_every_node_metric() -> None:
+    stats = NodeStats(intents={"accepted": 1}, rejections_by_reason={"lot_size": 1})
+    gauges = NodeGauges(True, 0, 0, 0, {("w", "paper", "BTC"): 0.0}, 1_000, 2_000)
+    metrics = NodeMetrics(stats, lambda: gauges)
+    names = {f.name for f in metrics.registry.collect()}
+    documented = (ROOT / "docs" / "operations.md").read_text()
+    assert names, "no metrics"
+    assert [n for n in sorted(names) if f"`{n}" not in documented] == []
