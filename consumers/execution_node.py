@@ -15,6 +15,12 @@ residual, trades nothing twice.
 
 The node is the Kafka half (this module); ``OrderDesk`` is the trading half (orders and
 fills at the venue); the decisions of both are pure functions of ``service.execution``.
+
+To be watched, the node counts what it does (``NodeStats``, exported by ``NodeMetrics`` on
+its own registry; ``service.node_app`` serves it with ``/healthz`` and ``/readyz``) and, with
+``NodeOptions.nodes_topic``, publishes a ``NodeHeartbeat`` keyed by its id every
+``node_heartbeat_ms`` (and a last one, ``stopped``, when it stops), which the service lists
+at ``GET /v1/nodes``.
 """
 
 from __future__ import annotations
@@ -163,7 +169,7 @@ class ExecutionNode:
             open_orders=len(self.desk.open),
             keys_in_progress=sum(1 for t in mine if not t.done),
             plans_in_progress=len({t.plan_id for t in mine if not t.done}),
-            residuals={k: v for k, v in self.stats.residuals.items() if k in self.book.keys},
+            residuals=dict(self.stats.residuals),
             started_at_ms=self.started_at,
             last_heartbeat_ms=self.last_heartbeat_ms,
         )
