@@ -1,4 +1,5 @@
-"""``rebalancer execute``: an execution node for one venue, on the paper venue."""
+"""``rebalancer execute``: an execution node for one venue, on the paper venue, with its
+``/metrics``, ``/healthz`` and ``/readyz`` (``service.node_app``)."""
 
 from __future__ import annotations
 
@@ -141,7 +142,9 @@ def register(sub: Subparsers) -> None:
         "execute",
         help="run an execution node for one venue (the paper venue: simulated fills)",
         description="Consume delta intents for VENUE, order the residual to each target on a "
-        "paper venue, publish snapshots with converged_plan_id. Stops on SIGTERM/SIGINT.",
+        "paper venue, publish snapshots with converged_plan_id. Serves /metrics, /healthz and "
+        "/readyz (execution.http_host, execution.http_port) and publishes a heartbeat on "
+        "topics.nodes every execution.heartbeat_interval_ms. Stops on SIGTERM/SIGINT.",
     )
     ex.add_argument("--venue", required=True, help="the venue name intents carry")
     ex.add_argument("--config", help="a TOML file overriding config/default.toml")
