@@ -311,9 +311,14 @@ class ExecutionNode:
             return self.book.finished(intent, now)
 
         offsets = {}
+        lag = {}
         for tp in self.consumer.assignment():
             position = await self.consumer.position(tp)
             offsets[tp] = self._pending.commit_offset(tp, position, finished)
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lag[tp.partition] = max(0, high - position)
+        self.stats.intent_lag = lag
         if offsets:
             with contextlib.suppress(Exception):
                 await self.consumer.commit(offsets)

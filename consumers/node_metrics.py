@@ -92,6 +92,15 @@ class _NodeCollector(Collector):
         for reason, count in sorted(s.rejections_by_reason.items()):
             rejections.add_metric([reason], count)
         yield rejections
+        lag = GaugeMetricFamily(
+            "rebalancer_node_intent_lag",
+            "Records of the intent topic behind the high watermark, per partition assigned "
+            "to this node.",
+            labels=["partition"],
+        )
+        for partition, behind in sorted(s.intent_lag.items()):
+            lag.add_metric([str(partition)], behind)
+        yield lag
         g = self.gauges()
         residual = GaugeMetricFamily(
             "rebalancer_node_residual",

@@ -62,6 +62,8 @@ class NodeStats:
     unattributed: int = 0
     plans_converged: int = 0
     """Plans this node found reached and reported converged (once each)."""
+    intent_lag: dict[int, int] = field(default_factory=dict)
+    """Per assigned partition of the intent topic, records behind its high watermark."""
     residuals: dict[KeyId, float] = field(default_factory=dict)
     """Per key of this venue, its target minus the venue's position when last looked at."""
 

@@ -150,6 +150,9 @@ async def test_a_node_serves_its_endpoints_and_its_metrics_follow_a_plan(
             assert after[("rebalancer_node_time_to_converge_seconds_sum", ())] > 0
             assert after[("rebalancer_node_plans_in_progress", ())] == 0
             assert after[("rebalancer_node_open_orders", ())] == 0
+            lags = [v for (name, _), v in after.items() if name == "rebalancer_node_intent_lag"]
+            assert lags, "the node reports the lag of its intent partitions"
+            assert all(v == 0 for v in lags)
 
             # its heartbeats on the nodes' topic say the same
             def counted(records: list[Any]) -> bool:
@@ -199,7 +202,9 @@ async def test_rebalancer_execute_logs_its_free_port_and_serves_there(
 
 
 def test_docs_list_every_node_metric() -> None:
-    stats = NodeStats(intents={"accepted": 1}, rejections_by_reason={"lot_size": 1})
+    stats = NodeStats(
+        intents={"accepted": 1}, rejections_by_reason={"lot_size": 1}, intent_lag={0: 0}
+    )
     gauges = NodeGauges(True, 0, 0, 0, {("w", "paper", "BTC"): 0.0}, 1_000, 2_000)
     metrics = NodeMetrics(stats, lambda: gauges)
     names = {f.name for f in metrics.registry.collect()}
