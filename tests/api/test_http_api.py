@@ -695,3 +695,33 @@ async def test_nodes_show_each_execution_node_alive_with_its_plans(
     down = await until(gone, "the node not alive once stopped")
     assert down["stopped"] is True
     assert down["last_heartbeat"] >= seen["last_heartbeat"]
+
+
+async def test_a_node_that_stops_heartbeating_is_not_alive_after_three_intervals(
+    service: RebalancerApp,
+) -> None:
+    """A node killed (no last heartbeat saying it stopped) turns not alive by the clock."""
+    beat = {
+        "schema_version": 1,
+        "node_id": "killed-node",
+        "venue": "okx",
+        "started_at": service.clock() - 60_000,
+        "sent_at": service.clock(),
+        "interval_ms": 1_000,
+        "ready": True,
+        "plans": ["p9"],
+        "counts": {"intents": 3, "orders": 2, "fills": 2, "rejections": 0, "plans_converged": 0},
+    }
+    async with Feed(service.settings.bootstrap_servers or "") as feed:
+        await feed.send(service.settings.topics.nodes, "killed-node", beat)
+
+    async def listed(alive: bool) -> dict[str, Any] | None:
+        _, body = await call(service, "GET", "/v1/nodes", TOKENS["viewer"])
+        mine = [n for n in body["nodes"] if n["node_id"] == "killed-node"]
+        return mine[0] if mine and mine[0]["alive"] is alive else None
+
+    seen = await until(lambda: listed(True), "the node alive")
+    assert (seen["venue"], seen["plans"], seen["stopped"]) == ("okx", ["p9"], False)
+    down = await until(lambda: listed(False), "the node not alive")
+    assert down["stopped"] is False
+    assert service.clock() - down["last_heartbeat"] >= 3 * 1_000
