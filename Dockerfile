@@ -8,6 +8,7 @@ COPY config ./config
 COPY schemas ./schemas
 RUN pip install --no-cache-dir .
 ENV REBALANCER_HTTP_HOST=0.0.0.0
-EXPOSE 8080
+# the service's port; `rebalancer execute` (an execution node) serves on 8081
+EXPOSE 8080 8081
 ENTRYPOINT ["rebalancer"]
 CMD ["run"]

@@ -65,6 +65,8 @@ def start_node(env: dict[str, str]) -> subprocess.Popen[bytes]:
             "warning",
             "--heartbeat-ms",
             "60000",
+            "--http-port",
+            "0",
         ],
         env=env,
     )

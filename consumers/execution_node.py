@@ -15,6 +15,12 @@ residual, trades nothing twice.
 
 The node is the Kafka half (this module); ``OrderDesk`` is the trading half (orders and
 fills at the venue); the decisions of both are pure functions of ``service.execution``.
+
+To be watched, the node counts what it does (``NodeStats``, exported by ``NodeMetrics`` on
+its own registry; ``service.node_app`` serves it with ``/healthz`` and ``/readyz``) and, with
+``NodeOptions.nodes_topic``, publishes a ``NodeHeartbeat`` keyed by its id every
+``node_heartbeat_ms`` (and a last one, ``stopped``, when it stops), which the service lists
+at ``GET /v1/nodes``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -44,10 +51,11 @@ from service.execution import (
 from service.execution.ledger import Owner
 from service.execution.outgoing import next_as_of, node_snapshot
 from service.execution.pending import PendingIntents
-from service.messages import DeltaIntent
+from service.messages import DeltaIntent, NodeCounts, NodeHeartbeat
 from service.state.snapshots import SnapshotTable
 
 from .clients import KafkaClients, clients_of
+from .node_metrics import NodeGauges, NodeMetrics
 from .order_desk import NodeStats, OrderDesk, Touched, account_of
 from .reader import TopicReader
 from .venues.base import Venue
@@ -75,6 +83,12 @@ class NodeOptions:
     session_timeout_ms: int = 6_000
     """How soon the group gives a killed node's partitions to its restarted successor
     (Kafka's default is 10 s; 6 s is the broker-side minimum by default)."""
+    nodes_topic: str | None = None
+    """Where the node publishes its heartbeat (``topics.nodes``); None: it publishes none."""
+    node_heartbeat_ms: int = 5_000
+    """How often (``execution.heartbeat_interval_ms``)."""
+    node_id: str | None = None
+    """The heartbeat's key (default ``<venue>@<host>``: a restart replaces its entry)."""
 
 
 class ExecutionNode:
@@ -124,6 +138,41 @@ class ExecutionNode:
         self._pending = PendingIntents()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.node_id = options.node_id or f"{venue.name}@{socket.gethostname()}"
+        self.started_at = clock()
+        self.endpoint: str | None = None
+        """Where the node's HTTP endpoints are (host:port), told in its heartbeats."""
+        self.last_heartbeat_ms: int | None = None
+        self._plan_created: dict[str, int] = {}
+        self._observed: set[str] = set()
+        self.metrics = NodeMetrics(self.stats, self._gauges)
+
+    def is_ready(self) -> bool:
+        """The consumer has joined and state is restored (``/readyz``)."""
+        return self.ready
+
+    def plans_in_progress(self) -> list[str]:
+        """Plans with a key of this venue not reached yet, oldest first."""
+        name = self.venue.name
+        found = {
+            target.order
+            for (_, venue, _), target in self.book.keys.items()
+            if venue == name and not target.done
+        }
+        return [plan_id for _, plan_id in sorted(found)]
+
+    def _gauges(self) -> NodeGauges:
+        name = self.venue.name
+        mine = [t for (_, v, _), t in self.book.keys.items() if v == name]
+        return NodeGauges(
+            ready=self.ready,
+            open_orders=len(self.desk.open),
+            keys_in_progress=sum(1 for t in mine if not t.done),
+            plans_in_progress=len({t.plan_id for t in mine if not t.done}),
+            residuals=dict(self.stats.residuals),
+            started_at_ms=self.started_at,
+            last_heartbeat_ms=self.last_heartbeat_ms,
+        )
 
     # -- start and stop -----------------------------------------------------------------------
 
@@ -158,6 +207,8 @@ class ExecutionNode:
             asyncio.create_task(self._work(), name="work"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
+        if self.options.nodes_topic is not None:
+            self._tasks.append(asyncio.create_task(self._node_heartbeats(), name="node-heartbeat"))
         log.info("execution node for venue %s ready", self.venue.name)
 
     async def run_until(self, stop: asyncio.Event) -> None:
@@ -178,6 +229,10 @@ class ExecutionNode:
                 await task
         with contextlib.suppress(Exception):
             await self._publish(self._dirty)
+        if self.options.nodes_topic is not None and self.ready:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send_heartbeat(stopped=True), timeout=5)
+        self.ready = False
         for closer in (
             getattr(self, "consumer", None),
             getattr(self, "reader", None),
@@ -244,6 +299,7 @@ class ExecutionNode:
         counts[result.value] = counts.get(result.value, 0) + 1
         if result in (Offer.ACCEPTED, Offer.SUPERSEDED):
             self.plans.record(intent)
+            self._plan_created.setdefault(intent.plan_id, intent.created_at)
             if intent.venue == self.venue.name:
                 self._pending.add(tp, record.offset, intent)
 
@@ -255,9 +311,14 @@ class ExecutionNode:
             return self.book.finished(intent, now)
 
         offsets = {}
+        lag = {}
         for tp in self.consumer.assignment():
             position = await self.consumer.position(tp)
             offsets[tp] = self._pending.commit_offset(tp, position, finished)
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lag[tp.partition] = max(0, high - position)
+        self.stats.intent_lag = lag
         if offsets:
             with contextlib.suppress(Exception):
                 await self.consumer.commit(offsets)
@@ -311,9 +372,10 @@ class ExecutionNode:
             held = self.table.get(*owner)
             as_of = next_as_of(now, self._last_as_of.get(owner, 0), held)
             self._last_as_of[owner] = as_of
-            snapshot = node_snapshot(
-                owner, held, self.ledger, self.venue.name, as_of, self._converged_for(owner)
-            )
+            converged = self._converged_for(owner)
+            if converged is not None and (held is None or held.converged_plan_id != converged):
+                self._newly_converged(converged, now)
+            snapshot = node_snapshot(owner, held, self.ledger, self.venue.name, as_of, converged)
             key = f"{owner[0]}|{owner[1]}".encode()
             futures.append(
                 await self.producer.send(self.snapshots_topic, orjson.dumps(snapshot), key=key)
@@ -321,8 +383,64 @@ class ExecutionNode:
         await asyncio.gather(*futures)
         self.stats.snapshots_published += len(futures)
 
+    def _newly_converged(self, plan_id: str, now: int) -> None:
+        """Count a plan this node reports converged for the first time, and how long it took
+        since it was planned (plans only re-read after a restart are not timed)."""
+        created = self._plan_created.get(plan_id)
+        if created is None or plan_id in self._observed:
+            return
+        self._observed.add(plan_id)
+        self.stats.plans_converged += 1
+        self.metrics.time_to_converge.observe(max(0, now - created) / 1000)
+
     async def _heartbeat(self) -> None:
         while not self._stopping.is_set():
             await asyncio.sleep(self.options.heartbeat_ms / 1000)
             await self._publish(set(self._owners))
-            self.plans.prune(self.book, self.clock())
+            for plan_id in self.plans.prune(self.book, self.clock()):
+                self._plan_created.pop(plan_id, None)
+                self._observed.discard(plan_id)
+
+    # -- the node's own heartbeat (topics.nodes) ---------------------------------------------
+
+    def heartbeat(self, *, stopped: bool = False) -> NodeHeartbeat:
+        """What the node tells the service about itself now."""
+        s = self.stats
+        return NodeHeartbeat(
+            node_id=self.node_id,
+            venue=self.venue.name,
+            started_at=self.started_at,
+            sent_at=self.clock(),
+            interval_ms=self.options.node_heartbeat_ms,
+            ready=self.ready and not stopped,
+            stopped=stopped,
+            plans=self.plans_in_progress(),
+            counts=NodeCounts(
+                intents=sum(s.intents.values()) + s.invalid_intents,
+                orders=s.orders,
+                fills=s.fills,
+                rejections=s.rejections,
+                plans_converged=s.plans_converged,
+            ),
+            endpoint=self.endpoint,
+        )
+
+    async def _send_heartbeat(self, *, stopped: bool = False) -> None:
+        topic = self.options.nodes_topic
+        if topic is None:
+            return
+        beat = self.heartbeat(stopped=stopped)
+        await self.producer.send_and_wait(
+            topic, beat.model_dump_json().encode(), key=self.node_id.encode()
+        )
+        self.last_heartbeat_ms = beat.sent_at
+
+    async def _node_heartbeats(self) -> None:
+        """A heartbeat at once, then every ``node_heartbeat_ms``; one that cannot be sent is
+        logged and the next one tried (the node keeps trading)."""
+        while not self._stopping.is_set():
+            try:
+                await self._send_heartbeat()
+            except Exception as exc:  # the broker is away: trading goes on
+                log.warning("heartbeat on %s not sent: %s", self.options.nodes_topic, exc)
+            await asyncio.sleep(self.options.node_heartbeat_ms / 1000)

@@ -54,10 +54,18 @@ class NodeStats:
     orders: int = 0
     fills: int = 0
     rejections: int = 0
+    rejections_by_reason: dict[str, int] = field(default_factory=dict)
+    """Rejections by the venue's reason code (``OrderUpdate.reason_code``; ``other``)."""
     given_up: int = 0
     expired_unfinished: int = 0
     snapshots_published: int = 0
     unattributed: int = 0
+    plans_converged: int = 0
+    """Plans this node found reached and reported converged (once each)."""
+    intent_lag: dict[int, int] = field(default_factory=dict)
+    """Per assigned partition of the intent topic, records behind its high watermark."""
+    residuals: dict[KeyId, float] = field(default_factory=dict)
+    """Per key of this venue, its target minus the venue's position when last looked at."""
 
 
 @dataclass
@@ -134,9 +142,11 @@ class OrderDesk:
             if account not in positions:
                 positions[account] = await self.venue.positions(account)
             touched.publish.update(self.unattributed.claim(self.ledger, name, account, leg))
+            position = positions[account].get(symbol, 0.0)
+            self.stats.residuals[key] = target.final.target_qty - position
             step = next_step(
                 leg,
-                position=positions[account].get(symbol, 0.0),
+                position=position,
                 rules=self.venue.rules(symbol),
                 attempts=self._attempts.get(leg.intent_id, 0),
                 max_retries=self.max_retries,
@@ -194,6 +204,9 @@ class OrderDesk:
                 del self.open[key]
             if update.status is OrderStatus.REJECTED:
                 self.stats.rejections += 1
+                code = update.reason_code or "other"
+                by_reason = self.stats.rejections_by_reason
+                by_reason[code] = by_reason.get(code, 0) + 1
                 log.info("order %s rejected: %s", order.order_id, update.reason)
             if leg is not None:
                 touched.add(self._progress(leg))

@@ -13,8 +13,8 @@ from .clients import KafkaClients
 
 
 async def ensure_topics(settings: Settings, servers: str | KafkaClients) -> list[str]:
-    """Create missing topics; the changelog is compacted and has one partition. Returns the
-    names created."""
+    """Create missing topics; the changelog and the nodes' heartbeats are compacted and have
+    one partition. Returns the names created."""
     topics = settings.topics
     wanted = {
         topics.snapshots: settings.topic_partitions,
@@ -23,7 +23,9 @@ async def ensure_topics(settings: Settings, servers: str | KafkaClients) -> list
         topics.plans: settings.topic_partitions,
         topics.dead_letters: 1,
         topics.changelog: 1,
+        topics.nodes: 1,
     }
+    compacted = {topics.changelog, topics.nodes}
     clients = (
         servers
         if isinstance(servers, KafkaClients)
@@ -38,7 +40,7 @@ async def ensure_topics(settings: Settings, servers: str | KafkaClients) -> list
                 name,
                 partitions,
                 settings.topic_replication,
-                topic_configs=_configs(settings, compacted=name == topics.changelog),
+                topic_configs=_configs(settings, compacted=name in compacted),
             )
             for name, partitions in wanted.items()
             if name not in existing

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from consumers.allocation_consumer import AllocationConsumer
 from consumers.clients import KafkaClients
@@ -47,6 +48,7 @@ from .api.routes import build_app
 from .api.server import ApiServer
 from .engine import EngineOptions, RebalanceEngine, Work
 from .engine.options import ApprovalRules
+from .errors import describe
 from .live.outlook import PolicyOutlook, world_outlooks
 from .live.runner import PolicyRunner
 from .messages.allocation import AllocationEvent
@@ -263,6 +265,9 @@ class RebalancerApp:
         self.plans_reader = TopicReader(
             servers, topics.plans, self._on_plan_records, client_id=f"{client}-reads"
         )
+        self.nodes_reader = TopicReader(
+            servers, topics.nodes, self._on_node_records, client_id=f"{client}-reads"
+        )
         self.worker = Worker(
             self.engine,
             await self._unit_of_work(),
@@ -287,6 +292,8 @@ class RebalancerApp:
         self.changelog_reader.follow()
         await self._started(self.plans_reader)
         self.plans_reader.follow()  # history loads in the background; reads show what is in
+        await self._started(self.nodes_reader)
+        self.nodes_reader.follow()  # the execution nodes' heartbeats, for GET /v1/nodes
         await self._start_consuming(servers)
 
     @property
@@ -434,5 +441,18 @@ class RebalancerApp:
             except ValueError as exc:
                 where = f"{record.topic}[{record.partition}]@{record.offset}"
                 log.warning("plan record %s not added to the history: %s", where, exc)
+        if records:
+            self.changes.bump()
+
+    def _on_node_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Execution nodes' heartbeats into the read model; one that cannot be read is
+        skipped (logged)."""
+        for record in records:
+            try:
+                self.read_model.apply_node(record.key, record.value)
+            except ValueError as exc:
+                where = f"{record.topic}[{record.partition}]@{record.offset}"
+                detail = describe(exc) if isinstance(exc, ValidationError) else str(exc)
+                log.warning("node heartbeat %s skipped: %s", where, detail)
         if records:
             self.changes.bump()

@@ -261,7 +261,9 @@ async def run_demo(
                     snapshots_topic=topics.snapshots,
                     intents_topic=topics.intents,
                     venue=venue,
-                    options=NodeOptions(group_id=f"demo-{tag}-execution-{name}"),
+                    options=NodeOptions(
+                        group_id=f"demo-{tag}-execution-{name}", nodes_topic=topics.nodes
+                    ),
                     on_restored=partial(_seed, venue),
                 )
                 await node.start()

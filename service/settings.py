@@ -47,6 +47,11 @@ class Topics(BaseModel):
     plans: str = Field(default="rebalance.plans", min_length=1)
     dead_letters: str = Field(default="rebalancer.dlq", min_length=1)
     changelog: str = Field(default="rebalancer.state", min_length=1)
+    nodes: str = Field(
+        default="rebalancer.nodes",
+        min_length=1,
+        description="Execution nodes' heartbeats (compacted, keyed by node id).",
+    )
 
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -209,6 +214,26 @@ class CostSettings(BaseModel):
     )
 
 
+class ExecutionSettings(BaseModel):
+    """The execution nodes (``rebalancer execute``): their HTTP endpoints and heartbeats."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    http_host: str = Field(
+        default="127.0.0.1", description="Where a node serves /metrics, /healthz and /readyz."
+    )
+    http_port: int = Field(
+        default=8081, ge=0, le=65535, description="Its port (0: a free one, logged)."
+    )
+    heartbeat_interval_ms: int = Field(
+        default=5_000,
+        ge=10,
+        le=3_600_000,
+        description="A node publishes its heartbeat on topics.nodes this often; the service "
+        "shows it alive while its last heartbeat is less than three intervals old.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the service and CLI can be configured with."""
 
@@ -277,6 +302,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     approval: ApprovalSettings = ApprovalSettings()
     costs: CostSettings = CostSettings()
+    execution: ExecutionSettings = ExecutionSettings()
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
     policies: PolicySettings = PolicySettings()

@@ -78,6 +78,7 @@ def fresh_settings(bootstrap_servers: str, **overrides: Any) -> Settings:
         plans=f"plans-{tag}",
         dead_letters=f"dlq-{tag}",
         changelog=f"state-{tag}",
+        nodes=f"nodes-{tag}",
     )
     base: dict[str, Any] = {
         "bootstrap_servers": bootstrap_servers,
@@ -85,6 +86,7 @@ def fresh_settings(bootstrap_servers: str, **overrides: Any) -> Settings:
         "group_id": f"rebalancer-{tag}",
         "http_port": 0,
         "release_check_interval_ms": 100,
+        "execution": {"http_port": 0},
     }
     return Settings.model_validate({**base, **overrides})
 
@@ -104,6 +106,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
     if settings.topic_min_insync_replicas is not None:
         env["REBALANCER_TOPIC_MIN_INSYNC_REPLICAS"] = str(settings.topic_min_insync_replicas)
+    env["REBALANCER_EXECUTION"] = settings.execution.model_dump_json()
     for name, value in settings.topics.model_dump().items():
         env[f"REBALANCER_TOPICS__{name.upper()}"] = value
     if settings.max_snapshot_age_ms is not None:

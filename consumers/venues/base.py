@@ -50,6 +50,9 @@ class OrderUpdate:
     filled_qty: float = 0.0
     price: float | None = None
     reason: str | None = None
+    reason_code: str | None = None
+    """A rejection's reason as a short fixed word (``min_notional``, ``lot_size``, ...): what
+    the node's metrics count rejections by (``reason`` is free text, for the log)."""
 
     @property
     def final(self) -> bool:

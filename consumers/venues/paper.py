@@ -99,12 +99,15 @@ class PaperVenue:
         self.placed.append(order)
         if self.listener is not None:
             self.listener(order)
-        reason = self._refusal(order)
-        if reason is not None:
+        refusal = self._refusal(order)
+        if refusal is not None:
+            code, reason = refusal
             self.rejections.append((order, reason))
             self._ids.add(order.order_id)
             self._save()
-            await self._send(OrderUpdate(order, OrderStatus.REJECTED, reason=reason))
+            await self._send(
+                OrderUpdate(order, OrderStatus.REJECTED, reason=reason, reason_code=code)
+            )
             return
         self._ids.add(order.order_id)
         self._open[order.order_id] = _Open(order)
@@ -121,26 +124,33 @@ class PaperVenue:
         self.accounts.setdefault(account, {})[symbol] = qty
         self._save()
 
-    def _refusal(self, order: Order) -> str | None:
+    def _refusal(self, order: Order) -> tuple[str, str] | None:
+        """Why the venue refuses ``order``: a reason code and its text; None if it does not."""
         rules = self.rules(order.symbol)
         if order.order_id in self._ids:
-            return f"duplicate client order id {order.order_id!r}"
+            return "duplicate_order_id", f"duplicate client order id {order.order_id!r}"
         if not math.isfinite(order.qty) or order.qty == 0:
-            return f"quantity {order.qty!r} is not a non-zero number"
+            return "invalid_quantity", f"quantity {order.qty!r} is not a non-zero number"
         held = self.accounts.get(order.account, {}).get(order.symbol, 0.0)
         if order.reduce_only:
             after = held + order.qty
             if held == 0 or abs(after) > abs(held) or after * held < 0:
-                return f"reduce-only order {order.qty:+g} would grow or flip position {held:+g}"
+                return (
+                    "reduce_only",
+                    f"reduce-only order {order.qty:+g} would grow or flip position {held:+g}",
+                )
         closing_all = order.reduce_only and abs(held + order.qty) < 1e-12
         lot = rules.lot_size
         if lot is not None and not closing_all and not is_whole_lots(order.qty, *lot_fraction(lot)):
-            return f"quantity {order.qty:g} is not a multiple of the lot size {lot:g}"
+            return "lot_size", f"quantity {order.qty:g} is not a multiple of the lot size {lot:g}"
         notional = abs(order.qty) * order.price
         if notional < rules.min_notional and not closing_all:
-            return f"notional {notional:g} is under the minimum {rules.min_notional:g}"
+            return (
+                "min_notional",
+                f"notional {notional:g} is under the minimum {rules.min_notional:g}",
+            )
         if self.config.reject_rate and self._random.random() < self.config.reject_rate:
-            return "rejected by the venue (simulated transient refusal)"
+            return "venue_refused", "rejected by the venue (simulated transient refusal)"
         return None
 
     def _schedule(self, order_id: str) -> None:

@@ -37,7 +37,7 @@ from ..state.allocations import (
     InFlight,
     TradingState,
 )
-from ..state.read_model import CursorError, PlanSummary, ReadModel
+from ..state.read_model import CursorError, NodeView, PlanSummary, ReadModel
 from .auth import Authenticator, ForbiddenError, Permission, Principal, UnauthenticatedError
 from .dashboard import DashboardBackend, add_dashboard
 from .limits import BodyLimit
@@ -173,6 +173,12 @@ class PortfolioList(BaseModel):
     portfolios: list[PortfolioView]
 
 
+class NodeList(BaseModel):
+    nodes: list[NodeView] = Field(
+        description="Every execution node that published a heartbeat, by venue then node id."
+    )
+
+
 class PlanPage(BaseModel):
     plans: list[PlanSummary]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
@@ -294,6 +300,12 @@ def build_app(
         except CursorError as exc:
             raise HTTPException(422, str(exc)) from None
         return PlanPage(plans=found, next_cursor=after)
+
+    @app.get("/v1/nodes", response_model=NodeList, tags=["api"], responses=UNAUTHORIZED)
+    async def nodes(_: Annotated[Principal, reader]) -> NodeList:
+        """The execution nodes, by their heartbeats: venue, alive (last heartbeat less than
+        three of its intervals old), last heartbeat, the plans each is working on."""
+        return NodeList(nodes=backend.read_model.nodes.views(backend.clock()))
 
     operator = needs(Permission.OPERATE)
     submitted: dict[str, OperatorCommand] = {}  # by this instance, until decided

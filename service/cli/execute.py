@@ -1,4 +1,5 @@
-"""``rebalancer execute``: an execution node for one venue, on the paper venue."""
+"""``rebalancer execute``: an execution node for one venue, on the paper venue, with its
+``/metrics``, ``/healthz`` and ``/readyz`` (``service.node_app``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ def _lot(text: str) -> tuple[str, float]:
     return symbol, value
 
 
+def _is_name(text: str) -> bool:
+    from pydantic import TypeAdapter, ValidationError
+
+    from ..messages._types import Name
+
+    try:
+        TypeAdapter(Name).validate_python(text)
+    except ValidationError:
+        return False
+    return True
+
+
 def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
     import asyncio
     import signal
@@ -31,6 +44,7 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
     from consumers.execution_node import ExecutionNode, NodeOptions
     from consumers.venues import PaperConfig, PaperVenue
 
+    from ..node_app import NodeApp
     from ..state.snapshots import SnapshotTable
 
     settings = load_settings(args.config)
@@ -45,6 +59,7 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
         ("--partial-slices", args.partial_slices, 1),
         ("--fill-interval-ms", args.fill_interval_ms, 0),
         ("--heartbeat-ms", args.heartbeat_ms, 1),
+        ("--http-port", 0 if args.http_port is None else args.http_port, 0),
     ):
         if value < low:
             raise InputError(f"{flag}: expected at least {low}, got {value}")
@@ -61,6 +76,16 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
         reject_rate=args.reject_rate,
         seed=args.seed,
     )
+    if args.http_port is not None and args.http_port > 65535:
+        raise InputError(f"--http-port: expected at most 65535, got {args.http_port}")
+    if args.node_id is not None and not _is_name(args.node_id):
+        raise InputError(
+            f"--node-id: {args.node_id[:80]!r} is not an identifier (1-200 characters, no '|' "
+            "and no control characters)"
+        )
+    execution = settings.execution
+    http_host = execution.http_host if args.http_host is None else args.http_host
+    http_port = execution.http_port if args.http_port is None else args.http_port
     state = Path(args.paper_state) if args.paper_state else None
     log_to_stderr(args.log_level)
 
@@ -85,19 +110,23 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
             options=NodeOptions(
                 group_id=args.group_id or f"{settings.group_id}-execution-{args.venue}",
                 heartbeat_ms=args.heartbeat_ms,
+                nodes_topic=settings.topics.nodes,
+                node_heartbeat_ms=execution.heartbeat_interval_ms,
+                node_id=args.node_id,
             ),
             on_restored=seed,
         )
+        app = NodeApp(node, http_host, http_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await node.start()
+        await app.start()
         venue.resume()
         try:
             await node.run_until(stop)
         finally:
-            await node.stop()
+            await app.stop()
             await venue.close()
 
     try:
@@ -113,7 +142,9 @@ def register(sub: Subparsers) -> None:
         "execute",
         help="run an execution node for one venue (the paper venue: simulated fills)",
         description="Consume delta intents for VENUE, order the residual to each target on a "
-        "paper venue, publish snapshots with converged_plan_id. Stops on SIGTERM/SIGINT.",
+        "paper venue, publish snapshots with converged_plan_id. Serves /metrics, /healthz and "
+        "/readyz (execution.http_host, execution.http_port) and publishes a heartbeat on "
+        "topics.nodes every execution.heartbeat_interval_ms. Stops on SIGTERM/SIGINT.",
     )
     ex.add_argument("--venue", required=True, help="the venue name intents carry")
     ex.add_argument("--config", help="a TOML file overriding config/default.toml")
@@ -130,5 +161,12 @@ def register(sub: Subparsers) -> None:
     )
     ex.add_argument("--direct-flip", action="store_true", help="the venue flips in one order")
     ex.add_argument("--heartbeat-ms", type=int, default=5_000, help="snapshot republish period")
+    ex.add_argument("--node-id", help="the node's id in its heartbeats (default: <venue>@<host>)")
+    ex.add_argument(
+        "--http-host", help="where /metrics, /healthz, /readyz are served (execution.http_host)"
+    )
+    ex.add_argument(
+        "--http-port", type=int, help="their port, 0 for a free one (execution.http_port)"
+    )
     add_log_level(ex)
     ex.set_defaults(run=cmd_execute)

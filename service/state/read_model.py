@@ -3,7 +3,8 @@
 The worker's ``AllocationState`` holds what this instance owns and is authoritative for it.
 The read model is a second copy fed with every changelog record (whoever wrote it) and with
 every plan record, so an instance answers reads for portfolios it does not own, and after a
-restart, as soon as it has read the topics again. It is only ever read by the API.
+restart, as soon as it has read the topics again. It also keeps the execution nodes' last
+heartbeats. It is only ever read by the API.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import bisect
 from dataclasses import dataclass, field
 
 import msgspec
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..messages import NodeCounts, NodeHeartbeat
 from .allocations import AllocationState, CommandResult
+
+ALIVE_INTERVALS = 3
+"""A node is alive while its last heartbeat is less than this many of its intervals old."""
 
 
 class PlanSummary(BaseModel):
@@ -195,12 +200,70 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
     return int(created), plan_id
 
 
+class NodeView(BaseModel):
+    """An execution node as its last heartbeat tells it."""
+
+    node_id: str
+    venue: str
+    alive: bool = Field(
+        description="Its last heartbeat is less than three of its intervals old and it did "
+        "not say it stopped."
+    )
+    ready: bool = Field(description="Restored and consuming, at its last heartbeat.")
+    stopped: bool = Field(description="Its last heartbeat said it stopped cleanly.")
+    last_heartbeat: int = Field(description="When it sent its last heartbeat (epoch ms).")
+    started_at: int
+    interval_ms: int
+    plans: list[str] = Field(description="Plans it is working on (not reached at its venue).")
+    counts: NodeCounts
+    endpoint: str | None = Field(description="Where it serves /metrics, /healthz, /readyz.")
+
+
+@dataclass
+class NodeBoard:
+    """The last heartbeat of every execution node (``topics.nodes``), by node id."""
+
+    beats: dict[str, NodeHeartbeat] = field(default_factory=dict)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """A record of the nodes' topic: a heartbeat, or a tombstone that forgets its node.
+        ``ValueError`` if it is neither. An older heartbeat than the one held is ignored."""
+        if value is None:
+            if key:
+                self.beats.pop(key.decode(errors="replace"), None)
+            return
+        beat = NodeHeartbeat.model_validate_json(value)
+        held = self.beats.get(beat.node_id)
+        if held is None or beat.sent_at >= held.sent_at:
+            self.beats[beat.node_id] = beat
+
+    def views(self, now_ms: int) -> list[NodeView]:
+        """Every node, by venue then id, alive or not as of ``now_ms``."""
+        return [
+            NodeView(
+                node_id=b.node_id,
+                venue=b.venue,
+                alive=not b.stopped and now_ms - b.sent_at < ALIVE_INTERVALS * b.interval_ms,
+                ready=b.ready,
+                stopped=b.stopped,
+                last_heartbeat=b.sent_at,
+                started_at=b.started_at,
+                interval_ms=b.interval_ms,
+                plans=list(b.plans),
+                counts=b.counts,
+                endpoint=b.endpoint,
+            )
+            for b in sorted(self.beats.values(), key=lambda b: (b.venue, b.node_id))
+        ]
+
+
 class ReadModel:
     """The state of every portfolio and the plan history, as the topics tell them."""
 
     def __init__(self) -> None:
         self.state = AllocationState()
         self.plans = PlanHistory()
+        self.nodes = NodeBoard()
         self.changelog_records = 0
         self.plan_records = 0
 
@@ -214,6 +277,10 @@ class ReadModel:
         """A record of the plan topic (``ValueError`` if it is not a plan record)."""
         self.plans.add(plan_summary(value))
         self.plan_records += 1
+
+    def apply_node(self, key: bytes | None, value: bytes | None) -> None:
+        """A record of the nodes' topic (``ValueError`` if it is not a heartbeat)."""
+        self.nodes.apply(key, value)
 
     def command(self, command_id: str) -> tuple[str, CommandResult] | None:
         """A decided command, with its portfolio, by id (the latest ``COMMANDS_KEPT`` per

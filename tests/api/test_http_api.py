@@ -18,6 +18,10 @@ import pytest
 from service.api.auth import sha256_hex
 from service.app import RebalancerApp
 from service.settings import Settings
+from tests.execution.test_execution_node import intent as node_intent
+from tests.execution.test_node_endpoints import node_app
+from tests.execution.test_node_endpoints import paper as paper_venue
+from tests.execution.test_node_endpoints import seed as seed_node_holdings
 from tests.kafka_support import Feed, Tail, fresh_settings
 from tests.process_support import ROOT, ServiceProcess, http_request
 from tests.stream.test_stream_service import btc, snapshot, world_move
@@ -36,6 +40,7 @@ ROUTES: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/plans?portfolio=default&status=planned&limit=5", set(ROLES)),
     ("GET", "/v1/plans/stats?buckets=10", set(ROLES)),
     ("GET", "/v1/health", set(ROLES)),
+    ("GET", "/v1/nodes", set(ROLES)),
     ("POST", "/v1/portfolios/default/pause", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/resume", {"operator", "admin"}),
     ("POST", "/v1/portfolios/default/worlds/a/halt", {"operator", "admin"}),
@@ -683,3 +688,74 @@ async def test_a_body_over_the_limit_is_refused_with_413(bootstrap_servers: str)
         assert status == 200, body
     finally:
         await app.stop()
+
+
+async def test_nodes_show_each_execution_node_alive_with_its_plans(
+    service: RebalancerApp,
+) -> None:
+    settings = service.settings
+    t, servers = settings.topics, settings.bootstrap_servers or ""
+    async with Feed(servers) as feed:
+        await seed_node_holdings(feed, settings)
+        node = node_app(settings, paper_venue(), heartbeat_ms=100)
+        await node.start()
+        try:
+            # an open leg waits for its close leg, which never comes: p1 stays in progress
+            waiting = node_intent(
+                "p1", "open", reduce_only=False, depends_on="p1-BTC-close", delta_qty=0.5
+            )
+            await feed.send(t.intents, "paper|BTC", waiting)
+
+            async def working() -> dict[str, Any] | None:
+                status, body = await call(service, "GET", "/v1/nodes", TOKENS["viewer"])
+                assert status == 200, body
+                mine = [n for n in body["nodes"] if n["node_id"] == node.node.node_id]
+                return mine[0] if mine and mine[0]["plans"] == ["p1"] else None
+
+            seen = await until(working, "the node alive, working on p1")
+            assert (seen["venue"], seen["alive"], seen["ready"]) == ("paper", True, True)
+            assert seen["endpoint"] == f"127.0.0.1:{node.port}"
+            assert seen["interval_ms"] == 100
+            assert seen["stopped"] is False
+            assert service.clock() - seen["last_heartbeat"] < 3 * 100 + 5_000
+        finally:
+            await node.stop()
+
+    async def gone() -> dict[str, Any] | None:
+        _, body = await call(service, "GET", "/v1/nodes", TOKENS["viewer"])
+        mine = [n for n in body["nodes"] if n["node_id"] == node.node.node_id]
+        return mine[0] if mine and not mine[0]["alive"] else None
+
+    down = await until(gone, "the node not alive once stopped")
+    assert down["stopped"] is True
+    assert down["last_heartbeat"] >= seen["last_heartbeat"]
+
+
+async def test_a_node_that_stops_heartbeating_is_not_alive_after_three_intervals(
+    service: RebalancerApp,
+) -> None:
+    """A node killed (no last heartbeat saying it stopped) turns not alive by the clock."""
+    beat = {
+        "schema_version": 1,
+        "node_id": "killed-node",
+        "venue": "okx",
+        "started_at": service.clock() - 60_000,
+        "sent_at": service.clock(),
+        "interval_ms": 1_000,
+        "ready": True,
+        "plans": ["p9"],
+        "counts": {"intents": 3, "orders": 2, "fills": 2, "rejections": 0, "plans_converged": 0},
+    }
+    async with Feed(service.settings.bootstrap_servers or "") as feed:
+        await feed.send(service.settings.topics.nodes, "killed-node", beat)
+
+    async def listed(alive: bool) -> dict[str, Any] | None:
+        _, body = await call(service, "GET", "/v1/nodes", TOKENS["viewer"])
+        mine = [n for n in body["nodes"] if n["node_id"] == "killed-node"]
+        return mine[0] if mine and mine[0]["alive"] is alive else None
+
+    seen = await until(lambda: listed(True), "the node alive")
+    assert (seen["venue"], seen["plans"], seen["stopped"]) == ("okx", ["p9"], False)
+    down = await until(lambda: listed(False), "the node not alive")
+    assert down["stopped"] is False
+    assert service.clock() - down["last_heartbeat"] >= 3 * 1_000

@@ -333,3 +333,22 @@ def test_large_lot_counts_round_down_not_up_by_whole_lots() -> None:
     assert (key["delta_qty"], key["target_qty"]) == (1_500_000_000.0, 4_500_000_001.0)
     assert [d["delta_qty"] for d in plan["global_deltas"]] == [1_500_000_000.0]
     assert [i["delta_qty"] for i in plan["intents"]] == [1_500_000_000.0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--node-id", "a|b"], "--node-id: 'a|b' is not an identifier"),
+        (["--http-port", "-1"], "--http-port: expected at least 0, got -1"),
+        (["--http-port", "70000"], "--http-port: expected at most 65535, got 70000"),
+    ],
+)
+def test_execute_refuses_a_bad_node_id_or_port(
+    flags: list[str],
+    expected: str,
+    capsysbinary: pytest.CaptureFixture[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REBALANCER_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    assert main(["execute", "--venue", "paper", *flags]) == 2
+    assert expected in capsysbinary.readouterr().err.decode()

@@ -17,6 +17,7 @@ from service.settings import (
     ApiSettings,
     ApprovalSettings,
     CostSettings,
+    ExecutionSettings,
     Security,
     Settings,
     Topics,
@@ -32,7 +33,17 @@ def test_default_toml_states_the_code_defaults() -> None:
     assert ApiSettings.model_validate(data["api"]) == ApiSettings()
     assert ApprovalSettings.model_validate(data["approval"]) == ApprovalSettings()
     assert CostSettings.model_validate(data["costs"]) == CostSettings()
-    sections = {"planner", "topics", "policies", "security", "api", "approval", "costs"}
+    assert ExecutionSettings.model_validate(data["execution"]) == ExecutionSettings()
+    sections = {
+        "planner",
+        "topics",
+        "policies",
+        "security",
+        "api",
+        "approval",
+        "costs",
+        "execution",
+    }
     defaults = {
         name: field.default for name, field in Settings.model_fields.items() if name not in sections
     }
