@@ -8,7 +8,14 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
-from .messages import DeadLetter, DeltaIntent, PlanRecord, PolicyRebalance, PositionSnapshot
+from .messages import (
+    DeadLetter,
+    DeltaIntent,
+    Notification,
+    PlanRecord,
+    PolicyRebalance,
+    PositionSnapshot,
+)
 from .messages.allocation import AllocationEvent
 from .messages.command import OperatorCommand
 from .request import PlanRequest, QmtlPlanRequest
@@ -23,6 +30,7 @@ _SOURCES: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "delta_intent": DeltaIntent,
     "plan_record": PlanRecord,
     "dead_letter": DeadLetter,
+    "notification": Notification,
     "plan_request": PlanRequest,
     "qmtl_plan_request": QmtlPlanRequest,
 }

@@ -78,6 +78,7 @@ def fresh_settings(bootstrap_servers: str, **overrides: Any) -> Settings:
         plans=f"plans-{tag}",
         dead_letters=f"dlq-{tag}",
         changelog=f"state-{tag}",
+        notifications=f"notifications-{tag}",
     )
     base: dict[str, Any] = {
         "bootstrap_servers": bootstrap_servers,

@@ -9,6 +9,7 @@ from .allocation import (
 )
 from .dead_letter import DeadLetter
 from .intent import DeltaIntent, Leg, StrategyDelta
+from .notification import Notification, NotificationKind
 from .plan import (
     DroppedKey,
     DropReason,
@@ -41,6 +42,8 @@ __all__ = [
     "KeyDelta",
     "Leg",
     "Message",
+    "Notification",
+    "NotificationKind",
     "PlanOptions",
     "PlanRecord",
     "PlanTiming",
