@@ -84,5 +84,7 @@ class Receiver:
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, IndexError, ValueError):
             pass
+        except asyncio.CancelledError:  # the receiver stopped while answering late
+            pass
         finally:
             writer.close()
