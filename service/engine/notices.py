@@ -30,7 +30,11 @@ def notification_id(*parts: str) -> str:
 def of_work(work: Work) -> list[Notification]:
     """The notifications of a piece of work, in the order its records are published: each
     plan or held record, then the operator's command that caused the work (if any)."""
-    command = _command_of(work) if work.outcome is Outcome.COMMANDED else None
+    command = None
+    if work.outcome is Outcome.COMMANDED:
+        command = _command_of(work)
+    elif work.outcome is Outcome.RESUMED:
+        command = _resumed_command(work)
     out = [_of_record(record, command) for record in work.records]
     if command is not None:
         out.append(_of_command(work, command))
@@ -59,6 +63,25 @@ def _command_of(work: Work) -> CommandResult | None:
             portfolio = PortfolioState.model_validate(orjson.loads(value))
             return portfolio.commands[-1] if portfolio.commands else None
     return None
+
+
+PLANNING_ACTIONS = frozenset({"flatten", "rebalance", "approve"})
+"""Commands whose work carries a plan through the write-ahead (and may be resumed)."""
+
+
+def _resumed_command(work: Work) -> CommandResult | None:
+    """The command whose plan a resumed write-ahead finishes, if a command made it: the
+    portfolio's latest result, applied when the plan was made (or, for an approval, when it
+    was approved). Resumed work gives the command's notification again, with its id."""
+    command = _command_of(work)
+    if command is None or command.outcome != "applied" or not work.records:
+        return None
+    if command.action not in PLANNING_ACTIONS:
+        return None
+    record = work.records[-1]
+    approval = record.get("approval") or {}
+    when = approval.get("decided_at") if command.action == "approve" else record.get("created_at")
+    return command if when == command.decided_at else None
 
 
 def _of_record(record: Json, command: CommandResult | None) -> Notification:

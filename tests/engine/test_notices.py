@@ -3,8 +3,12 @@ ids that do not depend on when they were derived, reached once per plan."""
 
 from __future__ import annotations
 
-from service.engine import Outcome, notices
+import orjson
+import pytest
+
+from service.engine import Outcome, RebalanceEngine, Work, notices
 from service.messages import Notification
+from service.state.allocations import PendingPlan
 from tests.engine.test_approval import propose, seeded
 from tests.engine.test_commands import _seeded, command
 from tests.engine.test_engine import Harness, event, snap
@@ -115,3 +119,38 @@ def test_a_reached_plan_is_notified_once_and_remembered_in_the_world() -> None:
     h.run(reached)
     assert h.state.world("default", "a").reached_notified == plan_id
     assert h.engine.reached_work(1_900) == []  # once
+
+
+def resumed(work: Work) -> Work:
+    """The work a restart finishes from the write-ahead ``work`` wrote."""
+    assert work.pending is not None
+    return RebalanceEngine.resume(PendingPlan.model_validate(orjson.loads(work.pending[1])))
+
+
+@pytest.mark.parametrize("action", ["flatten", "rebalance"])
+def test_a_commanded_plan_resumed_after_a_crash_notifies_the_same(action: str) -> None:
+    h = _seeded()
+    fields = {"world_id": "a"} if action == "rebalance" else {}
+    work = h.engine.on_event(command(action, "c5", **fields), 2_000)
+    first = notices.of_work(work)
+    assert [n.kind for n in first] == ["planned", "command"]
+    assert [n.model_dump() for n in notices.of_work(resumed(work))] == [
+        n.model_dump() for n in first
+    ]
+
+
+def test_an_approval_resumed_after_a_crash_notifies_the_same() -> None:
+    h = seeded()
+    plan_id = propose(h).records[0]["plan_id"]
+    work = h.engine.on_event(command("approve", "c7", plan_id=plan_id), 3_000)
+    first = notices.of_work(work)
+    assert [n.kind for n in first] == ["approved", "command"]
+    assert notices.of_work(resumed(work)) == first
+
+
+def test_an_event_resumed_after_a_crash_notifies_no_older_command() -> None:
+    h = _seeded()
+    h.run(h.engine.on_event(command("pause", "c1"), 2_000))
+    h.run(h.engine.on_event(command("resume", "c2"), 2_100))
+    work = h.engine.on_event(event(event_id="e5", world_alloc_after={"a": 0.1}), 2_100)
+    assert [n.kind for n in notices.of_work(resumed(work))] == ["planned"]
