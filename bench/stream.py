@@ -205,6 +205,7 @@ def settings_for(servers: str, **overrides: object) -> Settings:
         plans=f"plans-{tag}",
         dead_letters=f"dlq-{tag}",
         changelog=f"state-{tag}",
+        notifications=f"notif-{tag}",
     )
     return Settings.model_validate(
         {"bootstrap_servers": servers, "topics": topics, "group_id": f"g-{tag}", **overrides}
