@@ -12,6 +12,7 @@ from service.state.allocations import PendingPlan
 from tests.engine.test_approval import propose, seeded
 from tests.engine.test_commands import _seeded, command
 from tests.engine.test_engine import Harness, event, snap
+from tests.engine.test_policy_engine import T0, policy
 
 
 def kinds(notes: list[Notification]) -> list[str]:
@@ -154,3 +155,19 @@ def test_an_event_resumed_after_a_crash_notifies_no_older_command() -> None:
     h.run(h.engine.on_event(command("resume", "c2"), 2_100))
     work = h.engine.on_event(event(event_id="e5", world_alloc_after={"a": 0.1}), 2_100)
     assert [n.kind for n in notices.of_work(resumed(work))] == ["planned"]
+
+
+def test_a_policy_correction_is_risk_driven_and_names_its_policy() -> None:
+    h = Harness()
+    h.snapshots.apply(snap("s1", 2.0, as_of=T0 - 5))
+    h.send(event(world_alloc_before={"a": 0.2}, world_alloc_after={"a": 0.2}, total_equity=1_000.0))
+    h.snapshots.apply(snap("s1", 2.0, as_of=T0, positions=[position(130.0)]))
+    (note,) = notices.of_work(h.send(policy(), T0 + 20))
+    assert (note.kind, note.trigger, note.risk, note.policy) == ("planned", "policy", True, "keep")
+    assert note.event_ids == ["policy:keep:a:t1"]
+    assert "[default] [risk] plan" in note.text
+    assert "(policy keep): 1 intent(s)" in note.text
+
+
+def position(mark: float) -> dict[str, object]:
+    return {"venue": "v", "symbol": "X", "qty": 2.0, "mark": mark}
