@@ -206,6 +206,7 @@ def settings_for(servers: str, **overrides: object) -> Settings:
         dead_letters=f"dlq-{tag}",
         changelog=f"state-{tag}",
         nodes=f"nodes-{tag}",
+        notifications=f"notif-{tag}",
     )
     return Settings.model_validate(
         {"bootstrap_servers": servers, "topics": topics, "group_id": f"g-{tag}", **overrides}

@@ -27,7 +27,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from consumers.ownership import partition_of
-from service.messages import DeadLetter
+from service.messages import DeadLetter, Notification
 from service.settings import Topics
 from service.state.allocations import Record
 
@@ -196,6 +196,15 @@ class OutputProducer:
         return await self.publish(
             await self.batch(
                 self.topics.plans, ((r["portfolio_id"].encode(), orjson.dumps(r)) for r in records)
+            )
+        )
+
+    async def publish_notifications(self, notifications: list[Notification]) -> int:
+        """Publish notifications keyed by portfolio (one portfolio's stay in order)."""
+        return await self.publish(
+            await self.batch(
+                self.topics.notifications,
+                ((n.portfolio_id.encode(), n.model_dump_json().encode()) for n in notifications),
             )
         )
 

@@ -75,6 +75,7 @@ class ReleaseLoop:
                 await self.dead_letters.flush_snapshots()
                 self._warm_tables()
                 await self._release()
+                await self._reached()
                 await self.gauges.update()
 
     async def _release(self) -> None:
@@ -94,6 +95,12 @@ class ReleaseLoop:
             if work.plan is not None:
                 metrics.events_planned.inc(len(work.records[0]["coalesced_event_ids"]))
                 metrics.plan_latency.observe(time.perf_counter() - started)
+
+    async def _reached(self) -> None:
+        """Notify the plans in flight that positions have reached (once each: the world's
+        state remembers it)."""
+        for work in self.engine.reached_work(self.clock(), self.worker.owned_portfolios()):
+            await self.worker.carry_out(work)
 
     def _report_refused(self, reason: str) -> None:
         """Held changes that cannot be planned yet stay held; say so once per reason, not on

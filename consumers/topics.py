@@ -21,6 +21,7 @@ async def ensure_topics(settings: Settings, servers: str | KafkaClients) -> list
         topics.allocations: settings.topic_partitions,
         topics.intents: settings.topic_partitions,
         topics.plans: settings.topic_partitions,
+        topics.notifications: settings.topic_partitions,
         topics.dead_letters: 1,
         topics.changelog: 1,
         topics.nodes: 1,

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 
-from service.engine import Work
+from service.engine import Work, notices
 from service.settings import Settings
 from service.state.allocations import AllocationState
 
@@ -143,6 +143,9 @@ class TransactionalUnitOfWork:
             if work.records:
                 await producer.publish_records(work.records)
                 self.fault(Step.AFTER_RECORDS)
+            notifications = notices.of_work(work)
+            if notifications:
+                await producer.publish_notifications(notifications)
             await producer.write_changelog(work.state)
             self.fault(Step.AFTER_STATE)
             await self._end(producer, consumed)

@@ -4,7 +4,7 @@ Each step is acknowledged by the broker before the next starts:
 
 1. the write-ahead of the plan to the changelog (``pending|{portfolio}``),
 2. the intents,
-3. the plan record (and held records),
+3. the plan record (and held records), then their notifications (``engine.notices``),
 4. the new state, which clears the write-ahead,
 5. the offset of the event, when the work came from one (``Consumed``).
 
@@ -31,7 +31,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from service.engine import Work
+from service.engine import Work, notices
 from service.state.allocations import AllocationState
 
 from .producer import Outgoing, OutputProducer
@@ -151,6 +151,9 @@ class UnitOfWork:
         if work.records:
             await producer.publish_records(work.records)
             self.fault(Step.AFTER_RECORDS)
+        notifications = notices.of_work(work)
+        if notifications:
+            await producer.publish_notifications(notifications)
         await producer.write_changelog(work.state)
         self.state.apply_all(work.state)
         self.fault(Step.AFTER_STATE)

@@ -28,6 +28,7 @@ from consumers.allocation_consumer import AllocationConsumer
 from consumers.clients import KafkaClients
 from consumers.dead_letters import DeadLetters
 from consumers.embedded_broker import EmbeddedBroker
+from consumers.notifier import WebhookDeliverer
 from consumers.ownership import Ownership
 from consumers.policy_loop import PolicyLoop
 from consumers.producer import OutputProducer
@@ -362,10 +363,34 @@ class RebalancerApp:
             asyncio.create_task(allocations.run(), name="consume"),
             asyncio.create_task(release.run(), name="release"),
         ]
+        for deliverer in await self._start_notifications(servers):
+            self._tasks.append(asyncio.create_task(deliverer.run(), name=deliverer.name))
         if self.policies is not None:
             self._tasks.append(asyncio.create_task(self.policies.run(), name="policies"))
             log.info("policies: %d rule(s) watching worlds", len(self.policies.runner.rules))
         log.info("ready: consuming %s as group %s", settings.topics.allocations, settings.group_id)
+
+    async def _start_notifications(self, servers: KafkaClients) -> list[WebhookDeliverer]:
+        """One deliverer per webhook, each its own consumer group: never under the lock."""
+        settings = self.settings
+        notifications = settings.notifications
+        deliverers = []
+        for webhook, name in zip(notifications.webhooks, notifications.names(), strict=True):
+            deliverer = WebhookDeliverer(
+                servers,
+                self.producer,
+                webhook,
+                name,
+                notifications,
+                topic=settings.topics.notifications,
+                group_id=f"{settings.group_id}.notify.{name}",
+                metrics=self.metrics,
+                clock=self.clock,
+                dead_letter_max_bytes=settings.dead_letter_max_bytes,
+            )
+            await self._started(deliverer)
+            deliverers.append(deliverer)
+        return deliverers
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT; then finish the event in hand, commit, leave, return."""

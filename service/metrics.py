@@ -60,6 +60,24 @@ class Metrics:
             "Half-published plans finished after a restart.",
             registry=r,
         )
+        self.notifications_delivered = Counter(
+            "rebalancer_notifications_delivered",
+            "Notifications a webhook accepted (2xx).",
+            ["webhook"],
+            registry=r,
+        )
+        self.notification_failures = Counter(
+            "rebalancer_notification_failures",
+            "Failed attempts to deliver a notification to a webhook (retried).",
+            ["webhook"],
+            registry=r,
+        )
+        self.notifications_dead_lettered = Counter(
+            "rebalancer_notifications_dead_lettered",
+            "Notifications a webhook never accepted, sent to the dead-letter topic.",
+            ["webhook"],
+            registry=r,
+        )
         self.plan_latency = Histogram(
             "rebalancer_plan_latency_seconds",
             "From reading an event (or releasing held work) to its work written and its "

@@ -12,6 +12,7 @@ from .messages import (
     DeadLetter,
     DeltaIntent,
     NodeHeartbeat,
+    Notification,
     PlanRecord,
     PolicyRebalance,
     PositionSnapshot,
@@ -31,6 +32,7 @@ _SOURCES: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "plan_record": PlanRecord,
     "dead_letter": DeadLetter,
     "node_heartbeat": NodeHeartbeat,
+    "notification": Notification,
     "plan_request": PlanRequest,
     "qmtl_plan_request": QmtlPlanRequest,
 }

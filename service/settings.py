@@ -52,6 +52,7 @@ class Topics(BaseModel):
         min_length=1,
         description="Execution nodes' heartbeats (compacted, keyed by node id).",
     )
+    notifications: str = Field(default="rebalancer.notifications", min_length=1)
 
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -234,6 +235,62 @@ class ExecutionSettings(BaseModel):
     )
 
 
+class Webhook(BaseModel):
+    """A receiver of notifications: signed JSON (``format = "json"``) or a Slack incoming
+    webhook's ``{"text": ...}`` (``format = "slack"``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", description="http:// or https:// URL.")
+    secret: SecretStr = Field(
+        description="Signs every request (X-Rebalancer-Signature); never logged or published."
+    )
+    format: Literal["json", "slack"] = "json"
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Names the webhook in logs, metrics, dead letters and its consumer group "
+        "(default: 'webhook-<n>', its place in the list). Keep it when reordering the list, "
+        "or the webhook starts over from the topic's newest notifications.",
+    )
+
+
+class NotificationSettings(BaseModel):
+    """Notifications: every plan, hold, approval decision, reached plan and command goes to
+    ``topics.notifications``; each webhook gets them in order per portfolio, retried with
+    exponential backoff, dead-lettered when undeliverable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhooks: list[Webhook] = Field(default_factory=list)
+    max_attempts: int = Field(
+        default=12, ge=1, description="Attempts per notification and webhook, at most."
+    )
+    max_elapsed_ms: int = Field(
+        default=300_000,
+        gt=0,
+        description="No new attempt starts this long after the first; the notification is "
+        "then dead-lettered and the webhook moves on.",
+    )
+    backoff_initial_ms: int = Field(default=500, gt=0, description="The first retry's wait.")
+    backoff_max_ms: int = Field(default=30_000, gt=0, description="The longest wait.")
+    timeout_ms: int = Field(default=10_000, gt=0, description="Per request.")
+
+    def names(self) -> list[str]:
+        """Each webhook's name (its own, or 'webhook-<n>')."""
+        return [w.name or f"webhook-{i}" for i, w in enumerate(self.webhooks)]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NotificationSettings:
+        names = self.names()
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"webhooks: the names {', '.join(doubled)} are used more than once")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the service and CLI can be configured with."""
 
@@ -303,6 +360,7 @@ class Settings(BaseSettings):
     approval: ApprovalSettings = ApprovalSettings()
     costs: CostSettings = CostSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    notifications: NotificationSettings = NotificationSettings()
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
     policies: PolicySettings = PolicySettings()

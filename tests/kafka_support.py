@@ -79,6 +79,7 @@ def fresh_settings(bootstrap_servers: str, **overrides: Any) -> Settings:
         dead_letters=f"dlq-{tag}",
         changelog=f"state-{tag}",
         nodes=f"nodes-{tag}",
+        notifications=f"notifications-{tag}",
     )
     base: dict[str, Any] = {
         "bootstrap_servers": bootstrap_servers,

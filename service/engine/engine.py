@@ -26,6 +26,7 @@ from ..state.allocations import (
     world_key,
 )
 from ..state.snapshots import SnapshotTable
+from . import notices
 from .admission import Requested, admit, before_differs, checked
 from .commands import Commands
 from .effects import Basis, Effects, PlanRequest, Sources, Trigger, resume
@@ -139,6 +140,36 @@ class RebalanceEngine:
                 out.append(self._effects.plan(request))
             except InputError as exc:
                 out.append(Work(Outcome.REFUSED, why=f"portfolio {portfolio_id!r}: {exc}"))
+        return out
+
+    def reached_work(self, now_ms: int, portfolios: Iterable[str] | None = None) -> list[Work]:
+        """Per portfolio (of ``portfolios``, if given), the worlds whose plan in flight the
+        positions have reached and that were not notified of it yet: their notifications, and
+        their state remembering it. A world whose plan is written meanwhile waits."""
+        owned = None if portfolios is None else set(portfolios)
+        found: dict[str, list[WorldState]] = {}
+        for (portfolio_id, world_id), ws in sorted(self.state.worlds.items()):
+            flight = ws.in_flight
+            if flight is None or ws.reached_notified == flight.plan_id:
+                continue
+            if (owned is not None and portfolio_id not in owned) or (
+                portfolio_id in self.state.pending
+            ):
+                continue
+            if self._holding.reached(flight, world_id):
+                found.setdefault(portfolio_id, []).append(ws)
+        out = []
+        for portfolio_id, worlds in found.items():
+            state: list[Record] = []
+            notes = []
+            for ws in worlds:
+                assert ws.in_flight is not None
+                notes.append(notices.reached(portfolio_id, ws.world_id, ws.in_flight, now_ms))
+                done = ws.model_copy(update={"reached_notified": ws.in_flight.plan_id})
+                state.append((world_key(portfolio_id, ws.world_id), encode(done)))
+            out.append(
+                Work(Outcome.REACHED, portfolio_id=portfolio_id, state=state, notifications=notes)
+            )
         return out
 
     @staticmethod

@@ -41,6 +41,10 @@ class Outcome(Enum):
     EXPIRED = "expired"
     """A proposal not approved within ``approval.ttl_ms``: its record published as
     expired, its change dropped."""
+    REACHED = "reached"
+    """Worlds whose plan in flight the positions reached: their notification published and
+    the fact remembered in their state (``WorldState.reached_notified``), so a restart does
+    not notify it again."""
     COMMANDED = "commanded"
     """An operator's command decided: applied or refused (``why`` says which and what), its
     result and any new trading state written."""
@@ -82,6 +86,9 @@ class Work:
     """Worlds whose ``world_alloc_before`` differs from the state's (planned from the state)."""
     why: str | None = None
     """Why the outcome is ``DROPPED`` or ``REFUSED``."""
+    notifications: list[Any] = field(default_factory=list)
+    """Notifications that no record of this work implies (a plan reached); published with
+    the ones derived from ``records`` (``notices.of_work``)."""
 
     @classmethod
     def holding(cls, held: Held, state: list[Record]) -> Work:

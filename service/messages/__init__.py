@@ -10,6 +10,7 @@ from .allocation import (
 from .dead_letter import DeadLetter
 from .intent import DeltaIntent, Leg, StrategyDelta
 from .node import NodeCounts, NodeHeartbeat
+from .notification import Notification, NotificationKind
 from .plan import (
     DroppedKey,
     DropReason,
@@ -44,6 +45,8 @@ __all__ = [
     "Message",
     "NodeCounts",
     "NodeHeartbeat",
+    "Notification",
+    "NotificationKind",
     "PlanOptions",
     "PlanRecord",
     "PlanTiming",

@@ -157,6 +157,11 @@ class WorldState(Message):
     proposal: Name | None = Field(
         default=None, description="The plan proposed for the world, awaiting approval."
     )
+    reached_notified: Name | None = Field(
+        default=None,
+        description="The plan in flight whose 'reached' notification was published (so a "
+        "restart does not publish it again).",
+    )
 
 
 class PortfolioState(Message):

@@ -18,6 +18,7 @@ from service.settings import (
     ApprovalSettings,
     CostSettings,
     ExecutionSettings,
+    NotificationSettings,
     Security,
     Settings,
     Topics,
@@ -34,6 +35,7 @@ def test_default_toml_states_the_code_defaults() -> None:
     assert ApprovalSettings.model_validate(data["approval"]) == ApprovalSettings()
     assert CostSettings.model_validate(data["costs"]) == CostSettings()
     assert ExecutionSettings.model_validate(data["execution"]) == ExecutionSettings()
+    assert NotificationSettings.model_validate(data["notifications"]) == NotificationSettings()
     sections = {
         "planner",
         "topics",
@@ -43,6 +45,7 @@ def test_default_toml_states_the_code_defaults() -> None:
         "approval",
         "costs",
         "execution",
+        "notifications",
     }
     defaults = {
         name: field.default for name, field in Settings.model_fields.items() if name not in sections
@@ -255,3 +258,35 @@ def test_a_proposal_cannot_outlive_its_intents(monkeypatch: pytest.MonkeyPatch) 
         load_settings()
     monkeypatch.setenv("REBALANCER_PLANNER__INTENT_TTL_MS", "600000")
     assert approval_rules(load_settings()).ttl_ms == 600_000
+
+
+def test_webhooks_load_from_the_environment_and_the_secret_is_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hooks = [
+        {"url": "https://hooks.example.com/T0/B0/xyz", "secret": "s3cr3t-value", "format": "slack"},
+        {"name": "ops", "url": "http://127.0.0.1:9000/hook", "secret": "other-secret"},
+    ]
+    monkeypatch.setenv("REBALANCER_NOTIFICATIONS__WEBHOOKS", orjson.dumps(hooks).decode())
+    monkeypatch.setenv("REBALANCER_NOTIFICATIONS__MAX_ATTEMPTS", "3")
+    s = load_settings()
+    n = s.notifications
+    assert n.max_attempts == 3
+    assert n.names() == ["webhook-0", "ops"]
+    assert n.webhooks[0].format == "slack"
+    assert n.webhooks[1].format == "json"
+    assert n.webhooks[0].secret.get_secret_value() == "s3cr3t-value"
+    for shown in (repr(s), str(s), s.model_dump_json(), repr(n.webhooks[0])):
+        assert "s3cr3t-value" not in shown
+        assert "other-secret" not in shown
+
+
+def test_bad_webhooks_are_refused_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = [{"url": "ftp://x", "secret": "k"}]
+    monkeypatch.setenv("REBALANCER_NOTIFICATIONS__WEBHOOKS", orjson.dumps(bad).decode())
+    with pytest.raises(InputError, match=r"notifications\.webhooks\.0\.url"):
+        load_settings()
+    twice = [{"name": "a", "url": "http://x", "secret": "k"}] * 2
+    monkeypatch.setenv("REBALANCER_NOTIFICATIONS__WEBHOOKS", orjson.dumps(twice).decode())
+    with pytest.raises(InputError, match="used more than once"):
+        load_settings()
