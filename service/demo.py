@@ -29,7 +29,7 @@ from consumers.venues import Order, OrderStatus, OrderUpdate, PaperConfig, Paper
 
 from .api.auth import sha256_hex
 from .app import RebalancerApp
-from .settings import ApiSettings, ApiToken, Settings, Topics
+from .settings import ApiSettings, ApiToken, CostSettings, Settings, Topics
 from .state.snapshots import SnapshotTable
 
 NOW = 1_795_340_000_000
@@ -224,6 +224,7 @@ async def run_demo(
             http_port=http_port,
             release_check_interval_ms=100,
             topics=Topics(),
+            costs=CostSettings(fee_bps=2.0, half_spread_bps=3.0),  # for the dashboard's estimates
             api=ApiSettings(tokens=[ApiToken(name="demo", role="admin", sha256=sha256_hex(token))]),
         )
         await ensure_topics(settings, servers)

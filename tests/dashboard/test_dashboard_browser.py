@@ -192,6 +192,10 @@ async def test_the_demo_keeps_running_for_the_dashboard_until_ctrl_c(page: Page)
         for world in ("alpha", "beta"):  # the demo's worlds
             await page.locator(f'#portfolios tr[data-world="{world}"]').wait_for(timeout=WAIT_MS)
         assert await page.locator("#plans tr.plan").count() >= 2
+        for venue in ("binance", "okx"):  # the demo's execution nodes, by their heartbeats
+            node = page.locator(f'#nodes tr.node[data-venue="{venue}"][data-alive="true"]')
+            await node.wait_for(timeout=WAIT_MS)
         await shot(page, "demo")
+        await page.goto("about:blank")  # the page would report the stopped service's refusals
         demo.process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(demo.process.wait(), 30) == 0

@@ -116,14 +116,16 @@ function scheduleRefresh() {
 // -- rendering -------------------------------------------------------------------------------
 
 async function refresh() {
-  const [portfolios, plans, stats, health] = await Promise.all([
+  const [portfolios, plans, stats, health, nodes] = await Promise.all([
     api("/v1/portfolios"),
     api("/v1/plans?limit=50"),
     api("/v1/plans/stats?buckets=48"),
     api("/v1/health"),
+    api("/v1/nodes"),
   ]);
   renderPortfolios(portfolios.portfolios);
-  renderWork(portfolios.portfolios);
+  renderWork(portfolios.portfolios, nodes.nodes);
+  renderNodes(nodes.nodes);
   renderHistory(plans.plans, stats, health);
   document.body.dataset.rendered = String(Date.now());
 }
@@ -255,7 +257,8 @@ function barChart(bars) {
   return svg;
 }
 
-function renderWork(portfolios) {
+function renderWork(portfolios, nodes) {
+  const working = (planId) => nodes.filter((n) => n.alive && n.plans.includes(planId)).map((n) => n.venue);
   const proposals = portfolios.flatMap((p) => p.proposals.map((x) => ({ ...x, portfolio: p.portfolio_id })));
   $("proposals").replaceChildren(
     h("h3", {}, `Proposals (${proposals.length})`),
@@ -302,13 +305,15 @@ function renderWork(portfolios) {
       ? h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, ["plan", "portfolio", "world", "waiting for", "since"].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, ["plan", "portfolio", "world", "waiting for", "venues still working", "since"].map((t) => h("th", {}, t)))),
           h(
             "tbody",
             {},
             flights.map((f) =>
               h("tr", {}, h("td", {}, f.flight.plan_id), h("td", {}, f.portfolio), h("td", {}, f.world),
-                h("td", {}, f.flight.strategies.join(", ") || "-"), h("td", {}, when(f.flight.planned_at))),
+                h("td", {}, f.flight.strategies.join(", ") || "-"),
+                h("td", {}, working(f.flight.plan_id).join(", ") || "none"),
+                h("td", {}, when(f.flight.planned_at))),
             ),
           ),
         )
@@ -334,6 +339,36 @@ function renderWork(portfolios) {
           ),
         )
       : h("p", { class: "muted" }, "none"),
+  );
+}
+
+function renderNodes(nodes) {
+  $("nodes").replaceChildren(
+    h("h3", {}, `Execution nodes (${nodes.length})`),
+    nodes.length
+      ? h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ["node", "venue", "state", "last heartbeat", "working on", "orders", "fills"].map((t) => h("th", {}, t)))),
+          h(
+            "tbody",
+            {},
+            nodes.map((n) =>
+              h(
+                "tr",
+                { class: "node", "data-venue": n.venue, "data-alive": String(n.alive) },
+                h("td", {}, n.node_id),
+                h("td", {}, n.venue),
+                h("td", {}, h("span", { class: `mode ${n.alive ? "active" : "halted"}` }, n.alive ? "alive" : n.stopped ? "stopped" : "silent")),
+                h("td", {}, when(n.last_heartbeat)),
+                h("td", {}, n.plans.join(", ") || "-"),
+                h("td", { class: "num" }, n.counts.orders),
+                h("td", { class: "num" }, n.counts.fills),
+              ),
+            ),
+          ),
+        )
+      : h("p", { class: "muted" }, "none has reported"),
   );
 }
 
