@@ -155,6 +155,33 @@ def _canonical(data: Any) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
+MAX_NESTING = 253
+"""How deep a field of a QMTL body may nest (containers in its value): its canonical JSON
+(the trigger, hashed into the ids) is written by orjson, which stops at 255 levels."""
+
+
+def _nested_deeper(value: Any, levels: int) -> bool:
+    """Whether ``value`` holds containers more than ``levels`` deep."""
+    if not isinstance(value, dict | list):
+        return False
+    if levels == 0:
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(_nested_deeper(v, levels - 1) for v in items)
+
+
+def _canonical_body(body: dict[str, Any]) -> bytes:
+    """``_canonical(body)``; a field nested too deep to write (QMTL's free-form fields take
+    any JSON) is an ``InputError`` naming it."""
+    try:
+        return _canonical(body)
+    except TypeError:
+        for name, value in body.items():
+            if _nested_deeper(value, MAX_NESTING):
+                raise InputError(f"{name}: nested more than {MAX_NESTING} levels deep") from None
+        raise
+
+
 def _from_event(request: PlanRequest, defaults: PlannerOptions) -> PlanningContext:
     event = request.event
     overrides = dict(request.options)
@@ -239,7 +266,8 @@ def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> P
     # what does not change the plan does not change its ids: QMTL's optional no-op fields
     ignored = {"positions", "occurred_at", "options", "overlay", "mode", "schema_version"}
     body = {k: v for k, v in data.items() if k not in ignored}
-    event_id = request.event_id or "req-" + hex_id(_canonical(body), 24)
+    trigger = _canonical_body(body)
+    event_id = request.event_id or "req-" + hex_id(trigger, 24)
     occurred_at = request.occurred_at if request.occurred_at is not None else now_ms
     event = {
         "type": "world_allocations_changed",
@@ -285,7 +313,7 @@ def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> P
         changes=changes,
         positions=positions,
         options=_options(defaults, overrides),
-        trigger=_canonical(body),
+        trigger=trigger,
     )
 
 
