@@ -39,6 +39,7 @@ from .planner import (
 )
 from .planner.bounds import check_plan
 from .planner.ids import hex_id
+from .planner.intents import intents_from_record
 from .request_fast import FastDecoder
 
 
@@ -390,15 +391,23 @@ def plan_request(
     now_ms: int = 0,
     with_intents: bool = False,
     qmtl_only: bool = False,
+    wire: bool = False,
 ) -> dict[str, Any]:
     """Plan a request of either shape (``qmtl_only``: QMTL's alone): the plan record (with
     its intents if asked). Raises ``InputError`` naming the field, or the reason the plan
-    cannot be made."""
+    cannot be made.
+
+    ``wire``: each key's ``strategy_breakdown`` comes as JSON already (``Plan.wire``), for a
+    caller that only writes the result with ``orjson.dumps`` (no indent option, which a
+    fragment ignores): the same bytes, without a dict per strategy and key."""
     context = parse_request(raw, defaults=defaults, now_ms=now_ms, qmtl_only=qmtl_only)
     try:
         plan = check_plan(MultiWorldProportionalRebalancer().plan(context))
     except PlanningError as exc:
         raise InputError(str(exc)) from None
+    if wire:
+        record = plan.wire
+        return {**record, "intents": intents_from_record(record)} if with_intents else record
     record = plan.record()
     if with_intents:
         return {**record, "intents": plan.intents()}

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from service.cli import main
+from service.request import plan_request
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -333,3 +334,28 @@ def test_large_lot_counts_round_down_not_up_by_whole_lots() -> None:
     assert (key["delta_qty"], key["target_qty"]) == (1_500_000_000.0, 4_500_000_001.0)
     assert [d["delta_qty"] for d in plan["global_deltas"]] == [1_500_000_000.0]
     assert [i["delta_qty"] for i in plan["intents"]] == [1_500_000_000.0]
+
+
+@pytest.mark.parametrize("request_file", ["qmtl_request.json", "two_worlds.json"])
+@pytest.mark.parametrize("intents", [(), ("--with-intents",)])
+def test_plan_output_is_the_record_serialised(
+    request_file: str,
+    intents: tuple[str, ...],
+    tmp_path: Path,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """``rebalancer plan`` writes the plan record with its breakdowns already JSON
+    (``Plan.wire``): byte for byte the record's dicts serialised; ``--pretty`` (which
+    indents) and ``--jsonl`` lines too."""
+    raw = (EXAMPLES / request_file).read_bytes()
+    expected = plan_request(raw, now_ms=1000, with_intents=bool(intents))
+    path = tmp_path / "request.json"
+    path.write_bytes(raw)
+    assert main(["plan", str(path), "--now", "1000", *intents]) == 0
+    assert capsysbinary.readouterr().out == orjson.dumps(expected) + b"\n"
+    assert main(["plan", str(path), "--now", "1000", "--pretty", *intents]) == 0
+    pretty = orjson.dumps(expected, option=orjson.OPT_INDENT_2) + b"\n"
+    assert capsysbinary.readouterr().out == pretty
+    path.write_bytes(orjson.dumps(orjson.loads(raw)) + b"\n")
+    assert main(["plan", str(path), "--now", "1000", "--jsonl", *intents]) == 0
+    assert capsysbinary.readouterr().out == orjson.dumps(expected) + b"\n"
