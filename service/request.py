@@ -9,6 +9,7 @@ QMTL's ``POST /rebalancing/plan`` body (``total_equity``, ``world_alloc_before/a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -38,6 +39,8 @@ from .planner import (
 )
 from .planner.bounds import check_plan
 from .planner.ids import hex_id
+from .planner.intents import intents_from_record
+from .request_fast import FastDecoder
 
 
 class CurrentAllocations(Message):
@@ -99,6 +102,7 @@ class QmtlPlanRequest(Message):
 
 _plan_request = TypeAdapter(PlanRequest)
 _qmtl_request = TypeAdapter(QmtlPlanRequest)
+_fast = FastDecoder(PlanRequest.model_fields.keys() | QmtlPlanRequest.model_fields.keys())
 
 
 def parse_request(
@@ -112,7 +116,49 @@ def parse_request(
 
     ``now_ms`` stands in for ``occurred_at`` when a QMTL request has none (it only sets the
     intents' timestamps; ids do not depend on it). Raises ``InputError`` naming the field.
+
+    JSON text goes the fast way (``request_fast``) when it can; whatever that path declines
+    goes through the models, which name what is wrong (``model_parse_request``).
     """
+    if isinstance(raw, bytes | str):
+        context = fast_parse_request(raw, defaults=defaults, now_ms=now_ms, qmtl_only=qmtl_only)
+        if context is not None:
+            return context
+    return model_parse_request(raw, defaults=defaults, now_ms=now_ms, qmtl_only=qmtl_only)
+
+
+def fast_parse_request(
+    raw: bytes | str,
+    *,
+    defaults: PlannerOptions | None = None,
+    now_ms: int = 0,
+    qmtl_only: bool = False,
+) -> PlanningContext | None:
+    """``parse_request``'s context by the fast path, or None where that path declines (any
+    request the models refuse, and some they accept). Public for the test that holds it to
+    ``model_parse_request``."""
+    fast = _fast.decode(raw)
+    if fast is None or (qmtl_only and fast.shape == "ours"):
+        return None
+    defaults = defaults or PlannerOptions()
+    try:
+        if fast.shape == "ours":
+            request = _plan_request.validate_python(fast.fields)
+            return _from_event(request, defaults, fast.table)
+        qmtl = _qmtl_request.validate_python(fast.fields)
+        return _qmtl_context(qmtl, fast.fields, defaults, now_ms, fast.table)
+    except (ValidationError, InputError):
+        return None  # the models' path says why
+
+
+def model_parse_request(
+    raw: bytes | str | dict[str, Any],
+    *,
+    defaults: PlannerOptions | None = None,
+    now_ms: int = 0,
+    qmtl_only: bool = False,
+) -> PlanningContext:
+    """``parse_request`` by the models alone: every row through pydantic."""
     if isinstance(raw, bytes | str):
         try:
             data = orjson.loads(raw)
@@ -133,7 +179,9 @@ def parse_request(
             request = _plan_request.validate_python(data)
         except ValidationError as exc:
             raise input_error(exc) from None
-        return _from_event(request, defaults)
+        return _from_event(
+            request, defaults, lambda: PositionTable.from_snapshots(request.snapshots)
+        )
     if data.keys() & {"world_alloc_after", "world_alloc_before", "positions", "total_equity"}:
         return _from_qmtl(data, defaults, now_ms)
     raise InputError(
@@ -155,7 +203,36 @@ def _canonical(data: Any) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
-def _from_event(request: PlanRequest, defaults: PlannerOptions) -> PlanningContext:
+MAX_NESTING = 253
+"""How deep a field of a QMTL body may nest (containers in its value): its canonical JSON
+(the trigger, hashed into the ids) is written by orjson, which stops at 255 levels."""
+
+
+def _nested_deeper(value: Any, levels: int) -> bool:
+    """Whether ``value`` holds containers more than ``levels`` deep."""
+    if not isinstance(value, dict | list):
+        return False
+    if levels == 0:
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(_nested_deeper(v, levels - 1) for v in items)
+
+
+def _canonical_body(body: dict[str, Any]) -> bytes:
+    """``_canonical(body)``; a field nested too deep to write (QMTL's free-form fields take
+    any JSON) is an ``InputError`` naming it."""
+    try:
+        return _canonical(body)
+    except TypeError:
+        for name, value in body.items():
+            if _nested_deeper(value, MAX_NESTING):
+                raise InputError(f"{name}: nested more than {MAX_NESTING} levels deep") from None
+        raise
+
+
+def _from_event(
+    request: PlanRequest, defaults: PlannerOptions, positions: Callable[[], PositionTable]
+) -> PlanningContext:
     event = request.event
     overrides = dict(request.options)
     current = request.current
@@ -216,7 +293,7 @@ def _from_event(request: PlanRequest, defaults: PlannerOptions) -> PlanningConte
         occurred_at=event.occurred_at,
         total_equity=total_equity,
         changes=tuple(changes),
-        positions=PositionTable.from_snapshots(request.snapshots),
+        positions=positions(),
         options=_options(defaults, overrides),
         current_weights=current.strategy_alloc,
         trigger=_canonical(
@@ -230,6 +307,26 @@ def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> P
         request = _qmtl_request.validate_python(data)
     except ValidationError as exc:
         raise input_error(exc) from None
+    return _qmtl_context(
+        request,
+        data,
+        defaults,
+        now_ms,
+        lambda: PositionTable.from_rows(
+            (p.world_id, p.strategy_id, p.venue, p.symbol, p.qty, p.mark, 0)
+            for p in request.positions
+        ),
+    )
+
+
+def _qmtl_context(
+    request: QmtlPlanRequest,
+    data: dict[str, Any],
+    defaults: PlannerOptions,
+    now_ms: int,
+    positions: Callable[[], PositionTable],
+) -> PlanningContext:
+    """The context of a validated QMTL request (``data``: its fields as read)."""
     for world in request.world_alloc_after:
         if world not in request.world_alloc_before:
             raise InputError(
@@ -239,7 +336,8 @@ def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> P
     # what does not change the plan does not change its ids: QMTL's optional no-op fields
     ignored = {"positions", "occurred_at", "options", "overlay", "mode", "schema_version"}
     body = {k: v for k, v in data.items() if k not in ignored}
-    event_id = request.event_id or "req-" + hex_id(_canonical(body), 24)
+    trigger = _canonical_body(body)
+    event_id = request.event_id or "req-" + hex_id(trigger, 24)
     occurred_at = request.occurred_at if request.occurred_at is not None else now_ms
     event = {
         "type": "world_allocations_changed",
@@ -274,18 +372,15 @@ def _from_qmtl(data: dict[str, Any], defaults: PlannerOptions, now_ms: int) -> P
         )
         for world, after in sorted(request.world_alloc_after.items())
     )
-    positions = PositionTable.from_rows(
-        (p.world_id, p.strategy_id, p.venue, p.symbol, p.qty, p.mark, 0) for p in request.positions
-    )
     return PlanningContext(
         event_id=event_id,
         portfolio_id=request.portfolio_id,
         occurred_at=occurred_at,
         total_equity=request.total_equity,
         changes=changes,
-        positions=positions,
+        positions=positions(),
         options=_options(defaults, overrides),
-        trigger=_canonical(body),
+        trigger=trigger,
     )
 
 
@@ -296,15 +391,23 @@ def plan_request(
     now_ms: int = 0,
     with_intents: bool = False,
     qmtl_only: bool = False,
+    wire: bool = False,
 ) -> dict[str, Any]:
     """Plan a request of either shape (``qmtl_only``: QMTL's alone): the plan record (with
     its intents if asked). Raises ``InputError`` naming the field, or the reason the plan
-    cannot be made."""
+    cannot be made.
+
+    ``wire``: each key's ``strategy_breakdown`` comes as JSON already (``Plan.wire``), for a
+    caller that only writes the result with ``orjson.dumps`` (no indent option, which a
+    fragment ignores): the same bytes, without a dict per strategy and key."""
     context = parse_request(raw, defaults=defaults, now_ms=now_ms, qmtl_only=qmtl_only)
     try:
         plan = check_plan(MultiWorldProportionalRebalancer().plan(context))
     except PlanningError as exc:
         raise InputError(str(exc)) from None
+    if wire:
+        record = plan.wire
+        return {**record, "intents": intents_from_record(record)} if with_intents else record
     record = plan.record()
     if with_intents:
         return {**record, "intents": plan.intents()}

@@ -458,7 +458,11 @@ def build_app(
         raw = await request.body()
         try:
             record = plan_request(
-                raw, defaults=backend.planner_options, now_ms=backend.clock(), qmtl_only=True
+                raw,
+                defaults=backend.planner_options,
+                now_ms=backend.clock(),
+                qmtl_only=True,
+                wire=True,
             )
         except InputError as exc:
             raise HTTPException(422, str(exc)) from None

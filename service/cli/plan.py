@@ -23,7 +23,11 @@ def cmd_plan(args: argparse.Namespace, out: IO[bytes]) -> int:
     raw = read_source(args.file)
     if not args.jsonl:
         result = plan_request(
-            raw, defaults=settings.planner, now_ms=now_ms, with_intents=args.with_intents
+            raw,
+            defaults=settings.planner,
+            now_ms=now_ms,
+            with_intents=args.with_intents,
+            wire=args.format == "json" and not option,  # the text table reads the breakdowns
         )
         if args.format == "text":
             out.write(render(result).encode())
@@ -38,7 +42,11 @@ def cmd_plan(args: argparse.Namespace, out: IO[bytes]) -> int:
             continue
         try:
             result = plan_request(
-                line, defaults=settings.planner, now_ms=now_ms, with_intents=args.with_intents
+                line,
+                defaults=settings.planner,
+                now_ms=now_ms,
+                with_intents=args.with_intents,
+                wire=True,
             )
         except InputError as exc:
             failed += 1

@@ -18,8 +18,6 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ..messages import PositionSnapshot
-
 T = TypeVar("T")
 
 
@@ -45,6 +43,13 @@ class SnapshotIdentity(Protocol):
     def strategy_id(self) -> str: ...
     @property
     def version(self) -> tuple[int, int]: ...
+
+
+class SnapshotLike(SnapshotIdentity, Protocol):
+    """A snapshot with its positions: a ``PositionSnapshot`` or a fast decoder's struct."""
+
+    @property
+    def positions(self) -> Sequence[PositionLike]: ...
 
 
 IntArray = npt.NDArray[np.int64]
@@ -217,13 +222,46 @@ class PositionTable:
         )
 
     @classmethod
-    def from_snapshots(cls, snapshots: Iterable[PositionSnapshot]) -> PositionTable:
+    def from_labels(
+        cls,
+        *,
+        world_ids: Sequence[str],
+        strategy_ids: Sequence[str],
+        venues: Sequence[str | None],
+        symbols: Sequence[str],
+        qty: npt.ArrayLike,
+        mark: npt.ArrayLike,
+    ) -> PositionTable:
+        """The table ``from_rows`` builds of the same rows (recency 0), from one sequence per
+        column (``mark`` NaN where missing): labels are interned a whole column at a time,
+        with no step per row in Python."""
+        world_vocab, world_code = _intern(world_ids)
+        strategy_vocab, strategy_code = _intern(strategy_ids)
+        width = max(len(strategy_vocab), 1)
+        pairs, strategy = np.unique(world_code * width + strategy_code, return_inverse=True)
+        venue_vocab, venue = _intern(venues)
+        symbol_vocab, symbol = _intern(symbols)
+        return cls.from_columns(
+            strategies=[
+                (world_vocab[p // width], strategy_vocab[p % width]) for p in pairs.tolist()
+            ],
+            venues=venue_vocab,
+            symbols=symbol_vocab,
+            strategy=strategy.reshape(-1),
+            venue=venue,
+            symbol=symbol,
+            qty=qty,
+            mark=mark,
+        )
+
+    @classmethod
+    def from_snapshots(cls, snapshots: Iterable[SnapshotLike]) -> PositionTable:
         """Build from snapshots, keeping only the newest per (world, strategy).
 
         A row's recency is the rank of its snapshot's ``(as_of, seq)`` among the snapshots,
         so the mark of a key comes from its most recent snapshot.
         """
-        latest: dict[tuple[str, str], PositionSnapshot] = {}
+        latest: dict[tuple[str, str], SnapshotLike] = {}
         for s in snapshots:
             held = latest.get((s.world_id, s.strategy_id))
             if held is None or s.version > held.version:
@@ -284,6 +322,12 @@ class Vocabulary(Generic[T]):
         if len(self._labels) < len(self.ids):
             self._labels.extend(itertools.islice(self.ids, len(self._labels), None))
         return self._labels
+
+
+def _intern(labels: Sequence[T]) -> tuple[list[T], IntArray]:
+    """The distinct labels in order of first appearance, and each label's index among them."""
+    index = {label: i for i, label in enumerate(dict.fromkeys(labels))}
+    return list(index), np.fromiter(map(index.__getitem__, labels), np.int64, len(labels))
 
 
 def _compact(ids: IntArray, vocabulary: Vocabulary[T]) -> tuple[list[T], IntArray]:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from service.cli import main
+from service.request import plan_request
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -352,3 +353,28 @@ def test_execute_refuses_a_bad_node_id_or_port(
     monkeypatch.setenv("REBALANCER_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     assert main(["execute", "--venue", "paper", *flags]) == 2
     assert expected in capsysbinary.readouterr().err.decode()
+
+
+@pytest.mark.parametrize("request_file", ["qmtl_request.json", "two_worlds.json"])
+@pytest.mark.parametrize("intents", [(), ("--with-intents",)])
+def test_plan_output_is_the_record_serialised(
+    request_file: str,
+    intents: tuple[str, ...],
+    tmp_path: Path,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """``rebalancer plan`` writes the plan record with its breakdowns already JSON
+    (``Plan.wire``): byte for byte the record's dicts serialised; ``--pretty`` (which
+    indents) and ``--jsonl`` lines too."""
+    raw = (EXAMPLES / request_file).read_bytes()
+    expected = plan_request(raw, now_ms=1000, with_intents=bool(intents))
+    path = tmp_path / "request.json"
+    path.write_bytes(raw)
+    assert main(["plan", str(path), "--now", "1000", *intents]) == 0
+    assert capsysbinary.readouterr().out == orjson.dumps(expected) + b"\n"
+    assert main(["plan", str(path), "--now", "1000", "--pretty", *intents]) == 0
+    pretty = orjson.dumps(expected, option=orjson.OPT_INDENT_2) + b"\n"
+    assert capsysbinary.readouterr().out == pretty
+    path.write_bytes(orjson.dumps(orjson.loads(raw)) + b"\n")
+    assert main(["plan", str(path), "--now", "1000", "--jsonl", *intents]) == 0
+    assert capsysbinary.readouterr().out == orjson.dumps(expected) + b"\n"

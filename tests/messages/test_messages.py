@@ -19,7 +19,7 @@ from service.messages import (
     topic_event_adapter,
 )
 from service.planner import WorldChange
-from service.request import parse_request
+from service.request import MAX_NESTING, parse_request
 from tests.helpers import plan_rows
 
 
@@ -377,3 +377,22 @@ def test_an_error_about_deeply_nested_input_is_short_and_shows_no_secret() -> No
     assert "hunter2" not in str(caught.value)
     assert len(str(caught.value)) < 2_000
     assert redact({"a": [{"token": "t0ken"}]}) == {"a": [{"token": HIDDEN}]}
+
+
+@pytest.mark.parametrize("field", ["rebalance_intent", "stress_by_world"])
+def test_a_qmtl_free_field_nested_too_deep_to_hash_is_refused_by_name(field: str) -> None:
+    # found by the fuzz suite: QMTL's free-form fields take any JSON, but the body's
+    # canonical JSON (hashed into the ids) is written by orjson, which stops at 255 levels;
+    # that was a TypeError (a traceback from the CLI, a 500 from the API)
+    def body(levels: int) -> bytes:
+        value = b"[" * (levels - 1) + b"1" + b"]" * (levels - 1)
+        head = b'{"total_equity": 1, "world_alloc_before": {"a": 0.1}, '
+        head += b'"world_alloc_after": {"a": 0.2}, "positions": [], '
+        return head + b'"' + field.encode() + b'": {"x": ' + value + b"}}"
+
+    parse_request(body(MAX_NESTING), now_ms=0)  # the dict and 252 lists: 253 levels
+    with pytest.raises(InputError) as caught:
+        parse_request(body(MAX_NESTING + 1), now_ms=0)
+    assert str(caught.value) == f"{field}: nested more than 253 levels deep"
+    with pytest.raises(InputError, match=f"^{field}: nested more than 253 levels deep$"):
+        parse_request(body(1_000), now_ms=0)
