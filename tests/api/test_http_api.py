@@ -622,6 +622,8 @@ async def test_flatten_closes_every_key_and_stays_halted_until_resume(
         await plans.until(lambda rs: any(r["event_id"] == "e9" for r in rs))
         (held,) = [r for r in plans.records if r["event_id"] == "e9"]
         assert held["held_reason"] == "halted: worlds a"
+        await intents.quiet(0.3)  # halted: nothing published for e9
+        assert {i["plan_id"] for i in intents.records} == {first["plan_id"], flat["plan_id"]}
         status, accepted = await call(service, "POST", "/v1/portfolios/default/resume", admin)
         assert (await command_done(service, accepted["command_id"]))["status"] == "applied"
         status, view = await call(service, "GET", "/v1/portfolios/default", admin)
