@@ -22,7 +22,6 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -33,35 +32,10 @@ from consumers.embedded_broker import EmbeddedBroker
 from service.api.auth import sha256_hex
 from service.app import RebalancerApp
 from service.settings import ApiSettings, ApiToken, Settings, Topics
+from tests.dashboard.conftest import CHROMIUM_ARGS as ARGS
+from tests.dashboard.test_dashboard_browser import history_record as record
 
 TOKEN = "bench-dashboard-admin-token"
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def record(i: int) -> dict[str, Any]:
-    created = 1_700_000_000_000 + i * 60_000
-    return {
-        "plan_id": f"bench-{i:06d}",
-        "event_id": f"b{i}",
-        "portfolio_id": "default",
-        "occurred_at": created,
-        "created_at": created,
-        "status": "planned",
-        "per_world": {
-            "a": {"deltas": [{"notional": 1_000.0 + i, "legs": [{"intent_id": f"i{i}"}]}]}
-        },
-        "intent_ids": [f"i{i}"],
-        "coalesced_event_ids": [f"b{i}"],
-    }
 
 
 async def first_view(browser: Browser, url: str) -> float:
