@@ -5,9 +5,6 @@ at simulated times on a real broker."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,6 +15,7 @@ from service.backtest import PriceTable
 from service.live.replay import Book, close_ms, replay
 from service.policies import CostModel
 from tests.kafka_support import Feed, Tail, fresh_settings
+from tests.stream.test_policy_stream import until
 
 pytestmark = pytest.mark.broker
 
@@ -43,14 +41,6 @@ def prices(n: int = 75) -> PriceTable:
     return PriceTable(
         dates, ("v:X", "v:Y"), 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (n, 2)), 0))
     )
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 def evaluated(app: RebalancerApp, outcome: str | None = None) -> float:
