@@ -24,6 +24,8 @@ from service.live.outlook import outlook
 from service.live.runner import PolicyRunner
 from service.live.sampling import MarkSampler, Sample, asset_returns, basket_returns
 from service.planner import PlannerOptions
+from service.policies.errors import PolicyError
+from service.policies.measure import holdings
 from service.policies.risk import (
     DrawdownProtection,
     DrawdownState,
@@ -420,3 +422,25 @@ def test_the_documented_risk_target_examples_are_valid_settings() -> None:
         found = policies.rules[0].target
         assert isinstance(found, RiskTarget)
         assert found.overlays == ("vol_target", "drawdown_guard")
+
+
+def test_an_estimate_the_policy_function_refuses_is_no_estimate() -> None:
+    # Y moves exactly against X: some long-only mix of them is riskless, risk parity refuses
+    r = [0.01, -0.02, 0.015, -0.005, 0.02]
+    x, y = [100.0], [50.0]
+    for step in r:
+        x.append(x[-1] * (1 + step))
+        y.append(y[-1] * (1 - step))
+    samples: list[Sample] = [
+        (NOW + i * HOUR, {"v:X": a, "v:Y": b}) for i, (a, b) in enumerate(zip(x, y, strict=True))
+    ]
+    spec = {"kind": "risk_parity", "assets": ASSETS[:2], "window": 5, "sample_ms": HOUR}
+    t = RiskTarget.model_validate(spec)
+    with pytest.raises(PolicyError, match="riskless"):
+        risk_weights(t, samples, {}, DrawdownState())
+    rig = Rig({"kind": "calendar", "every": "daily"}, spec)
+    rig.runner.sampler(("default", "a"), "target", 6, HOUR).restore(samples)
+    held = holdings(rig.h.snapshots.positions(["a"]), "a")
+    found = rig.runner.estimate(t, ("default", "a"), held)
+    assert isinstance(found, str)
+    assert found.startswith("risk_parity: cov: risk parity did not converge")
