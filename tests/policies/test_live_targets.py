@@ -444,3 +444,15 @@ def test_an_estimate_the_policy_function_refuses_is_no_estimate() -> None:
     found = rig.runner.estimate(t, ("default", "a"), held)
     assert isinstance(found, str)
     assert found.startswith("risk_parity: cov: risk parity did not converge")
+
+
+def test_estimating_does_not_use_up_a_hybrid_period() -> None:
+    spec = {"kind": "equal", "assets": ASSETS, "window": 4, "sample_ms": HOUR}
+    spec["vol_target"] = {"target_volatility": 0.05}
+    rig = Rig({"kind": "hybrid", "every": "weekly", "threshold": 0.01}, spec)
+    assert [rig.at(i).outcome for i in range(4)] == ["estimating"] * 4
+    ready = rig.at(4)  # the same week: its look happens now, once ready
+    assert ready.outcome == "triggered", ready.detail
+    assert ready.event is not None
+    assert ready.event.reason.startswith("out of band")
+    assert "equal + vol_target weights from 5 mark samples" in ready.event.reason
