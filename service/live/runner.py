@@ -14,6 +14,10 @@ recovers it like any change. What keeps a policy from firing twice:
 - the engine drops a policy event measured before its world's latest plan;
 - cooldowns and trade limits count the triggers the world's state remembers (changelog).
 
+A risk-based target (``kelly``, ``risk_parity``, ``equal``) is weighed on the world's mark
+samples (``sampling``, ``estimate``); until there are enough, the world is ``estimating`` and
+never triggers. Its event carries the computed weights as a plain ``weights`` target.
+
 Stale or missing marks never trigger: a world whose oldest snapshot is older than
 ``max_snapshot_age_ms``, or that holds a key without a mark, is reported and skipped.
 """

@@ -21,7 +21,7 @@ from service.live.estimate import (
     samples_needed,
 )
 from service.live.outlook import outlook
-from service.live.runner import PolicyRunner
+from service.live.runner import PolicyRunner, _weights_target
 from service.live.sampling import MarkSampler, Sample, asset_returns, basket_returns
 from service.planner import PlannerOptions
 from service.policies.errors import PolicyError
@@ -306,8 +306,6 @@ def test_weights_are_long_only_at_most_one_and_within_the_leverage_cap(
         assert found.exposure is not None
         assert guard[1] - 1e-12 <= found.exposure <= 1
     # the concrete target the event carries accepts them
-    from service.live.runner import _weights_target
-
     concrete, audit = _weights_target(t, found)
     assert [x.weight for x in concrete.weights] == pytest.approx(w.tolist())
     assert audit.method == kind
