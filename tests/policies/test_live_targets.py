@@ -32,6 +32,7 @@ from service.policies.risk import (
     VolatilityTarget,
     drawdown,
     portfolio_volatility,
+    volatility_target,
 )
 from service.policies.weights import EqualWeight, Kelly, RiskParity, estimate
 from service.settings import Settings
@@ -264,6 +265,16 @@ def test_flat_marks_give_kelly_no_edge_and_all_cash() -> None:
     found = risk_weights(target("kelly"), samples_of(flat), {}, DrawdownState())
     assert isinstance(found, RiskWeights)
     assert found.weights.tolist() == [0.0, 0.0, 0.0]  # no edge: all cash
+
+
+def test_vol_target_of_tiny_weights_stays_within_its_cap() -> None:
+    # a Kelly of tiny risk tolerance gives subnormal weights: scaling them by cap / gross
+    # overflowed to inf (and 0 x inf to NaN) before the weights were brought to gross 1 first
+    cov = np.diag([0.04, 0.09, 0.01])
+    out = volatility_target([1e-320, 0.0, 2e-320], cov, 0.5, 0.5)
+    assert np.isfinite(out).all()
+    assert out.sum() == pytest.approx(0.5)
+    assert out[1] == 0.0
 
 
 # -- invariants -------------------------------------------------------------------------------
