@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..policies.errors import PolicyError
 from ..policies.inputs import FloatArray
 from ..policies.risk import DrawdownProtection, DrawdownState, VolatilityTarget, drawdown
 from ..policies.weights import Allocator, EqualWeight, Kelly, RiskParity
@@ -161,8 +162,12 @@ def risk_weights(
 
 def _clean(weights: FloatArray) -> FloatArray:
     """Long-only weights summing to at most 1, as a weights target takes them: rounding
-    noise (a weight of -1e-17, a sum of 1 + 1e-16) is taken out."""
-    w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, 1.0)
+    noise (a weight of -1e-17, a sum of 1 + 1e-16) is taken out; a weight that is not a
+    number is refused, as the backtester refuses it."""
+    raw = np.asarray(weights, dtype=np.float64)
+    if not np.isfinite(raw).all():
+        raise PolicyError(f"weights: the policy function gave {raw.tolist()}")
+    w = np.clip(raw, 0.0, 1.0)
     total = float(w.sum())
     out: FloatArray = w / total if total > 1.0 else w
     return out

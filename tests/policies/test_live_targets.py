@@ -277,6 +277,15 @@ def test_vol_target_of_tiny_weights_stays_within_its_cap() -> None:
     assert out[1] == 0.0
 
 
+def test_weights_that_are_not_numbers_are_refused() -> None:
+    from service.live.estimate import _clean
+
+    assert _clean(np.array([0.6, 0.6])).tolist() == [0.5, 0.5]
+    assert _clean(np.array([-1e-17, 0.2])).tolist() == [0.0, 0.2]
+    with pytest.raises(PolicyError, match="weights: the policy function gave"):
+        _clean(np.array([0.5, np.nan]))
+
+
 # -- invariants -------------------------------------------------------------------------------
 
 
