@@ -381,9 +381,10 @@ class Settings(BaseSettings):
         if self.planner.execution_mode != "shared_account" or not self.policies.enabled:
             return self
         for i, rule in enumerate(self.policies.rules):
-            if rule.target.kind == "weights":
+            if rule.target.kind != "allocation":
                 raise ValueError(
-                    f"policies.rules.{i}.target: weights targets are planned per world; "
+                    f"policies.rules.{i}.target: {rule.target.kind} targets are planned per "
+                    "world as weights; "
                     "planner.execution_mode shared_account cannot carry them out"
                 )
         return self

@@ -1,5 +1,6 @@
 """Live policies: the runner that lets the policy layer drive the stream service (SPEC 6).
 
-``config`` (the ``policies`` settings), ``measure`` (a world's weights from the snapshot
-table), ``runner`` (the decisions, pure: which worlds trigger, with which event).
+``config`` (the ``policies`` settings), ``runner`` (the decisions, pure: which worlds trigger,
+with which event), ``sampling`` (bounded mark samples per world), ``estimate`` (a risk-based
+target's weights from them, by the backtester's functions), ``outlook`` (what reads show).
 """

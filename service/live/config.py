@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..messages._types import Name
-from ..messages.policy import PolicyTarget
+from ..messages.policy import AllocationTarget, WeightsTarget
 from ..policies.calendar import Cadence, cadence
 from ..policies.regimes import DEFAULT_REGIMES
 from ..state.allocations import POLICY_TRIGGERS_KEPT
@@ -98,6 +98,94 @@ TriggerConfig = Annotated[
 ]
 
 
+class TargetAsset(_Config):
+    """One asset a risk-based target weighs (``venue`` may be left out)."""
+
+    venue: Name | None = None
+    symbol: Name
+
+
+class VolTargetOverlay(_Config):
+    """Scale the weights so the world's estimated volatility is ``target_volatility``
+    (annualised), never to a total above ``max_leverage`` (at most 1: a policy does not
+    borrow). ``window``: returns in its estimate (default: the target's window)."""
+
+    target_volatility: float = Field(gt=0, allow_inf_nan=False)
+    max_leverage: float = Field(default=1.0, gt=0, le=1)
+    window: int | None = Field(default=None, ge=2)
+
+
+class DrawdownGuardOverlay(_Config):
+    """Cut exposure to ``floor`` once the world's holdings are down more than ``limit`` from
+    their peak over the sampled window; restore it as they recover."""
+
+    limit: float = Field(gt=0, lt=1)
+    floor: float = Field(default=0.5, ge=0, le=1)
+
+
+Overlay = Literal["vol_target", "drawdown_guard"]
+_KELLY_ONLY = ("risk_free", "risk_tolerance", "cap", "max_exposure")
+
+
+class RiskTarget(_Config):
+    """Weights computed live by a policy function from the marks the service samples:
+    ``kelly``, ``risk_parity`` or ``equal`` over ``assets``, with optional overlays.
+
+    Every ``sample_ms`` the assets' marks are sampled; the estimate uses the last ``window``
+    returns between samples (``periods_per_year`` annualises them; by default the samples in
+    a 365-day year). The weights are fractions of the world's allocation x total equity.
+    """
+
+    kind: Literal["kelly", "risk_parity", "equal"]
+    assets: tuple[TargetAsset, ...] = Field(min_length=1)
+    window: int = Field(default=30, ge=2, description="Returns in the estimate.")
+    sample_ms: int = Field(default=86_400_000, gt=0, description="Spacing of mark samples.")
+    periods_per_year: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    risk_free: float = Field(default=0.0, allow_inf_nan=False)
+    risk_tolerance: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    cap: float = Field(default=1.0, gt=0, le=1)
+    max_exposure: float = Field(default=1.0, ge=0, le=1)
+    strategy_id: Name = "policy"
+    vol_target: VolTargetOverlay | None = None
+    drawdown_guard: DrawdownGuardOverlay | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RiskTarget:
+        keys = [(a.venue, a.symbol) for a in self.assets]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                raise ValueError(f"assets.{i}: {key[0] or ''}:{key[1]} is named twice")
+        if self.kind != "kelly":
+            for name in _KELLY_ONLY:
+                if name in self.model_fields_set:
+                    raise ValueError(f"{name}: only a kelly target takes it, not {self.kind}")
+        if self.kind == "risk_parity" and self.window <= len(self.assets):
+            raise ValueError(
+                f"window: risk parity over {len(self.assets)} assets needs more returns than "
+                f"assets (a window of at least {len(self.assets) + 1}), got {self.window}"
+            )
+        return self
+
+    @property
+    def annualised_by(self) -> float:
+        """Periods per year of the sample returns."""
+        return self.periods_per_year or 365 * 86_400_000 / self.sample_ms
+
+    @property
+    def overlays(self) -> tuple[Overlay, ...]:
+        """The overlays configured, in the order they apply."""
+        out: list[Overlay] = []
+        if self.vol_target is not None:
+            out.append("vol_target")
+        if self.drawdown_guard is not None:
+            out.append("drawdown_guard")
+        return tuple(out)
+
+
+RuleTarget = Annotated[AllocationTarget | WeightsTarget | RiskTarget, Field(discriminator="kind")]
+"""A fixed target (an allocation, weights) or weights computed live (``RiskTarget``)."""
+
+
 class PolicyRule(_Config):
     """One policy: a trigger and a target for some worlds of a portfolio, with limits."""
 
@@ -105,7 +193,7 @@ class PolicyRule(_Config):
     portfolio_id: Name = "default"
     worlds: tuple[Name, ...] = Field(min_length=1)
     trigger: TriggerConfig
-    target: PolicyTarget
+    target: RuleTarget
     cooldown_ms: int = Field(default=0, ge=0, description="Least time between two triggers.")
     max_trades: int | None = Field(default=None, ge=1, le=POLICY_TRIGGERS_KEPT)
     per: Cadence = "daily"

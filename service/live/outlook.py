@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ..messages import AllocationTarget
+from ..messages import WeightsTarget
 from ..policies.calendar import Cadence, period_numbers
 from ..policies.measure import holdings, label
 from ..policies.triggers import DriftBand
@@ -86,7 +86,7 @@ def outlook(
     )
     equity = state.portfolio(rule.portfolio_id).total_equity or 0.0
     target = rule.target
-    if isinstance(target, AllocationTarget) or target.base == "allocation":
+    if not isinstance(target, WeightsTarget) or target.base == "allocation":
         if ws.alloc is None:
             return base.model_copy(update={"detail": "the service has no allocation for it"})
         if not equity > 0:

@@ -14,14 +14,16 @@ recovers it like any change. What keeps a policy from firing twice:
 - the engine drops a policy event measured before its world's latest plan;
 - cooldowns and trade limits count the triggers the world's state remembers (changelog).
 
+A risk-based target (``kelly``, ``risk_parity``, ``equal``) is weighed on the world's mark
+samples (``sampling``, ``estimate``); until there are enough, the world is ``estimating`` and
+never triggers. Its event carries the computed weights as a plain ``weights`` target.
+
 Stale or missing marks never trigger: a world whose oldest snapshot is older than
 ``max_snapshot_age_ms``, or that holds a key without a mark, is reported and skipped.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
@@ -29,11 +31,20 @@ from typing import Literal
 import numpy as np
 
 from ..engine import RebalanceEngine
-from ..messages import AllocationTarget, PolicyRebalance
+from ..messages import (
+    AllocationTarget,
+    AssetWeight,
+    PolicyEstimate,
+    PolicyRebalance,
+    PolicyTarget,
+    WeightsTarget,
+)
 from ..planner.ids import hex_id
 from ..policies.calendar import Cadence, period_numbers
+from ..policies.errors import PolicyError
 from ..policies.measure import WorldHoldings, holdings, label
 from ..policies.regimes import Regime, VolatilityRegimes
+from ..policies.risk import DrawdownState
 from ..policies.triggers import DriftBand
 from ..state.allocations import WorldState
 from .config import (
@@ -43,7 +54,10 @@ from .config import (
     PolicyRule,
     PolicySettings,
     RegimeTrigger,
+    RiskTarget,
 )
+from .estimate import Estimating, RiskWeights, risk_weights, samples_needed
+from .sampling import MarkSampler, basket_returns
 
 Outcome = Literal[
     "triggered",
@@ -57,6 +71,8 @@ Outcome = Literal[
     "no_allocation",
     "no_equity",
     "no_positions",
+    "estimating",
+    "no_estimate",
 ]
 DAY_MS = 86_400_000
 WORLD = "world"
@@ -113,7 +129,10 @@ class PolicyRunner:
         was dead-lettered is never applied)."""
         self._published: dict[tuple[str, str], tuple[str, int]] = {}
         self._looked: dict[tuple[str, str], tuple[Cadence, int]] = {}
-        self._samples: dict[tuple[str, str], deque[tuple[int, dict[str, float]]]] = {}
+        self.samplers: dict[tuple[str, str, str], MarkSampler] = {}
+        """Mark samples per (portfolio, world, use): ``regime`` for a regime trigger,
+        ``target`` for a risk-based target (each at its own spacing and window)."""
+        self._guards: dict[tuple[str, str], DrawdownState] = {}
 
     def published(self, event: PolicyRebalance, now_ms: int) -> None:
         """Note an event as published: its world waits until the engine has applied it."""
@@ -145,6 +164,9 @@ class PolicyRunner:
         def answer(outcome: Outcome, detail: str = "") -> Evaluation:
             return Evaluation(rule.name, portfolio_id, world_id, outcome, detail)
 
+        risk = rule.target if isinstance(rule.target, RiskTarget) else None
+        if risk is not None:  # samples accrue whatever the world's state, for when it is due
+            self._sample(risk, key, now_ms)
         sent = self._published.get(key)
         if sent is not None:
             eid, at = sent
@@ -157,7 +179,7 @@ class PolicyRunner:
             return answer("busy", "a held change or a plan not yet reached")
         target = rule.target
         equity = state.portfolio(portfolio_id).total_equity or 0.0
-        if isinstance(target, AllocationTarget) or target.base == "allocation":
+        if not isinstance(target, WeightsTarget) or target.base == "allocation":
             if ws.alloc is None:
                 return answer("no_allocation", "the service has no allocation for the world")
             if not equity > 0:
@@ -174,7 +196,19 @@ class PolicyRunner:
         if held.missing_marks:
             missing = ", ".join(label(k) for k in held.missing_marks)
             return answer("missing_mark", f"no mark for {missing}")
-        measured = self.measure(rule, ws, held, equity)
+        estimate: PolicyEstimate | None = None
+        concrete: PolicyTarget
+        if risk is not None:
+            found = self.estimate(risk, key, held)
+            if isinstance(found, Estimating):
+                return answer("estimating", f"{risk.kind}: {found.detail}, not ready")
+            if isinstance(found, str):
+                return answer("no_estimate", found)
+            concrete, estimate = _weights_target(risk, found)
+        else:
+            assert not isinstance(target, RiskTarget)
+            concrete = target
+        measured = self.measure_target(concrete, ws, held, equity)
         if isinstance(measured, str):
             outcome: Outcome = "missing_mark" if measured.startswith("no mark") else "no_positions"
             return answer(outcome, measured)
@@ -195,6 +229,9 @@ class PolicyRunner:
             reason = f"out of band: {_describe(weights, targets, look.band, out)}"
         elif look.cadence is not None:
             reason = f"{look.cadence} calendar"
+        if estimate is not None:
+            overlays = "".join(f" + {o}" for o in estimate.overlays)
+            reason += f"; {estimate.method}{overlays} weights from {estimate.samples} mark samples"
         throttled = self._throttled(rule, ws, now_ms)
         if throttled:
             return answer("throttled", throttled)
@@ -213,22 +250,78 @@ class PolicyRunner:
             policy=rule.name,
             trigger=rule.trigger.kind,
             reason=reason[:1000],
-            target=target,
+            target=concrete,
             measured=weights,
             targets=targets,
+            estimate=estimate,
         )
         return Evaluation(rule.name, portfolio_id, world_id, "triggered", reason, event)
+
+    def sampler(self, key: tuple[str, str], use: str, size: int, interval_ms: int) -> MarkSampler:
+        """The world's sampler for ``use`` (made on first use)."""
+        found = self.samplers.get((*key, use))
+        if found is None or found.size != size or found.interval_ms != interval_ms:
+            found = MarkSampler(size, interval_ms)
+            self.samplers[(*key, use)] = found
+        return found
+
+    def _sample(self, target: RiskTarget, key: tuple[str, str], now_ms: int) -> None:
+        """Sample the world's marks for its risk-based target, if a sample is due and the
+        marks can be trusted: fresh snapshots, a mark for every target asset."""
+        need = samples_needed(target)
+        if not need:
+            return
+        sampler = self.sampler(key, "target", need, target.sample_ms)
+        if not sampler.due(now_ms):
+            return
+        world_id = key[1]
+        oldest = self.engine.snapshots.oldest_as_of(world_id)
+        if oldest is None or now_ms - oldest > self.settings.max_snapshot_age_ms:
+            return
+        held = holdings(self.engine.snapshots.positions([world_id]), world_id)
+        marks = {label(k): m for k, m in held.marks().items()}
+        if all(label((a.venue, a.symbol)) in marks for a in target.assets):
+            sampler.offer(now_ms, marks)
+
+    def estimate(
+        self, target: RiskTarget, key: tuple[str, str], held: WorldHoldings
+    ) -> RiskWeights | Estimating | str:
+        """The risk-based target's weights from the world's samples; ``Estimating`` until
+        there are enough, or why the policy function refused them."""
+        need = samples_needed(target)
+        samples = self.sampler(key, "target", need, target.sample_ms).samples if need else []
+        qty = {label(k): float(q) for k, q in zip(held.keys, held.qty.tolist(), strict=True)}
+        guard = self._guards.get(key, DrawdownState())
+        try:
+            found = risk_weights(target, samples, qty, guard)
+        except PolicyError as exc:
+            return f"{target.kind}: {exc}"
+        if isinstance(found, RiskWeights):
+            self._guards[key] = found.guard
+        return found
 
     @staticmethod
     def measure(
         rule: PolicyRule, ws: WorldState, held: WorldHoldings, equity: float
+    ) -> tuple[dict[str, float], dict[str, float]] | str:
+        """The world's weights and their targets, by asset label, for a fixed target (a
+        risk-based target's weights are estimated by the runner that owns the world)."""
+        if isinstance(rule.target, RiskTarget):
+            return (
+                f"its {rule.target.kind} weights are estimated from mark samples by the "
+                "instance that owns the portfolio"
+            )
+        return PolicyRunner.measure_target(rule.target, ws, held, equity)
+
+    @staticmethod
+    def measure_target(
+        target: PolicyTarget, ws: WorldState, held: WorldHoldings, equity: float
     ) -> tuple[dict[str, float], dict[str, float]] | str:
         """The world's weights and their targets, by asset label; or why they cannot be had.
 
         Allocation target: one entry, the world's value over total equity vs its allocation.
         Weights target: every held or targeted asset's value over the base vs its weight.
         """
-        target = rule.target
         if isinstance(target, AllocationTarget):
             value = held.value(target.measure)
             if not value > 0:
@@ -292,16 +385,13 @@ class PolicyRunner:
         marks = held.marks()
         if isinstance(target, AllocationTarget):
             basket = [k for k in held.keys if k in marks]
+        elif isinstance(target, RiskTarget):
+            basket = [(a.venue, a.symbol) for a in target.assets]
         else:
             basket = [(w.venue, w.symbol) for w in target.weights]
-        samples = self._samples.setdefault(key, deque(maxlen=trigger.window + 1))
-        if not samples or now_ms - samples[-1][0] >= trigger.sample_ms:
-            samples.append((now_ms, {label(k): marks[k] for k in basket if k in marks}))
-        returns = []
-        for (_, before), (_, after) in zip(list(samples), list(samples)[1:], strict=False):
-            common = [a for a in after if a in before]
-            if common:
-                returns.append(math.fsum(after[a] / before[a] - 1 for a in common) / len(common))
+        samples = self.sampler(key, "regime", trigger.window + 1, trigger.sample_ms)
+        samples.offer(now_ms, {label(k): marks[k] for k in basket if k in marks})
+        returns = basket_returns(samples.samples)
         return regimes.current(returns)
 
     @staticmethod
@@ -330,6 +420,34 @@ def _describe(
     parts = [f"{a} {weights.get(a, 0.0):.6g} vs {targets.get(a, 0.0):.6g}" for a in names]
     limit = band.threshold if not isinstance(band.threshold, dict) else "per asset"
     return f"{', '.join(parts)} ({band.mode} band {limit})"
+
+
+def _weights_target(target: RiskTarget, found: RiskWeights) -> tuple[WeightsTarget, PolicyEstimate]:
+    """The concrete weights an estimate gives, as the event's target, and its audit."""
+    keys = [(a.venue, a.symbol) for a in target.assets]
+    concrete = WeightsTarget(
+        kind="weights",
+        weights=[
+            AssetWeight(venue=k[0], symbol=k[1], weight=float(w))
+            for k, w in zip(keys, found.weights.tolist(), strict=True)
+        ],
+        base="allocation",
+        strategy_id=target.strategy_id,
+    )
+    estimate = PolicyEstimate(
+        method=target.kind,
+        overlays=list(target.overlays),
+        samples=found.samples,
+        sample_ms=target.sample_ms,
+        first_sample_at=found.first_at,
+        last_sample_at=found.last_at,
+        before_overlays={
+            label(k): float(w) for k, w in zip(keys, found.before_overlays.tolist(), strict=True)
+        },
+        drawdown=found.drawdown,
+        exposure=found.exposure,
+    )
+    return concrete, estimate
 
 
 __all__ = ["Evaluation", "Outcome", "PolicyRunner", "event_id", "period"]

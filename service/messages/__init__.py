@@ -24,6 +24,7 @@ from .plan import (
 from .policy import (
     AllocationTarget,
     AssetWeight,
+    PolicyEstimate,
     PolicyRebalance,
     PolicyTarget,
     WeightsTarget,
@@ -51,6 +52,7 @@ __all__ = [
     "PlanRecord",
     "PlanTiming",
     "PlannedLeg",
+    "PolicyEstimate",
     "PolicyRebalance",
     "PolicyTarget",
     "Position",

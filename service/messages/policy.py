@@ -69,13 +69,35 @@ PolicyTarget = Annotated[AllocationTarget | WeightsTarget, Field(discriminator="
 Label = Annotated[str, StringConstraints(min_length=1, max_length=400)]
 
 
+class PolicyEstimate(Message):
+    """How a risk-based rule computed the weights of its target: the method, its overlays and
+    the mark samples it estimated from. For the audit trail: the target carries the weights."""
+
+    method: Literal["kelly", "risk_parity", "equal"]
+    overlays: list[Literal["vol_target", "drawdown_guard"]] = Field(default_factory=list)
+    samples: int = Field(ge=0, description="Mark samples the estimate used.")
+    sample_ms: int = Field(gt=0, description="Their spacing.")
+    first_sample_at: EpochMs | None = None
+    last_sample_at: EpochMs | None = None
+    before_overlays: dict[Label, Finite] = Field(
+        default_factory=dict, description="The method's weights before the overlays scaled them."
+    )
+    drawdown: Finite | None = Field(
+        default=None, description="drawdown_guard: the holdings' drawdown from their peak."
+    )
+    exposure: Finite | None = Field(
+        default=None, description="drawdown_guard: the share of the weights it kept."
+    )
+
+
 class PolicyRebalance(Message):
     """A policy's trigger for one world, and the target to plan it to.
 
     ``event_id`` is deterministic (``policy:{policy}:{world}:{bucket}``), so a restarted or
     second instance that triggers the same policy in the same bucket publishes the same id,
     which the engine recognises as applied. ``measured`` and ``targets`` are what the runner
-    saw (asset label or ``world`` to weight), for the audit trail only.
+    saw (asset label or ``world`` to weight), for the audit trail only, as is ``estimate``
+    (how a risk-based rule computed the weights it names in ``target``).
     """
 
     type: Literal["policy_rebalance"]
@@ -90,11 +112,15 @@ class PolicyRebalance(Message):
     target: PolicyTarget
     measured: dict[Label, Finite] = Field(default_factory=dict)
     targets: dict[Label, Finite] = Field(default_factory=dict)
+    estimate: PolicyEstimate | None = Field(
+        default=None, description="Set when the rule's weights were estimated live."
+    )
 
 
 __all__ = [
     "AllocationTarget",
     "AssetWeight",
+    "PolicyEstimate",
     "PolicyRebalance",
     "PolicyTarget",
     "TriggerKind",

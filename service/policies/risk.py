@@ -37,10 +37,10 @@ def volatility_target(
     gross = float(np.abs(w).sum())
     if gross == 0:
         return w.copy()
-    cap = max_leverage / gross
-    vol = portfolio_volatility(w, cov)
-    scale = cap if vol == 0 else min(cap, target / vol)
-    out: FloatArray = w * scale
+    unit = w / gross  # weights of gross 1 first: tiny weights would overflow ``cap / gross``
+    vol = portfolio_volatility(unit, cov)
+    scale = max_leverage if vol == 0 else min(max_leverage, target / vol)
+    out: FloatArray = unit * scale
     return out
 
 

@@ -401,6 +401,17 @@ def valid_policy(r: Rng) -> dict[str, Any]:
         doc["measured"] = {"world": r.choice([0.1, 0.0, -1.0, 1e308]), "X": 0.5}
     if chance(r, 1, 3):
         doc["targets"] = {"world": 0.2}
+    if target["kind"] == "weights" and chance(r, 1, 3):  # weights a risk-based rule estimated
+        doc["estimate"] = {
+            "method": r.choice(["kelly", "risk_parity", "equal"]),
+            "overlays": r.choice([[], ["vol_target"], ["vol_target", "drawdown_guard"]]),
+            "samples": r.randint(0, 400),
+            "sample_ms": r.choice([1, 3_600_000, 86_400_000]),
+            "first_sample_at": _time(r),
+            "before_overlays": {"binance:BTCUSDT": 0.5},
+            "drawdown": r.choice([None, 0.0, 0.3]),
+            "exposure": r.choice([None, 0.5, 1.0]),
+        }
     return doc
 
 
