@@ -32,6 +32,17 @@ RULE = {
         ],
     },
 }
+RISK_PARITY = {
+    "name": "rp",
+    "worlds": ["a"],
+    "trigger": {"kind": "calendar", "every": "weekly"},
+    "target": {
+        "kind": "risk_parity",
+        "assets": [{"venue": "v", "symbol": "X"}, {"venue": "v", "symbol": "Y"}],
+        "window": 10,
+        "sample_ms": 86_400_000,
+    },
+}
 LOTS = {"lot_size_by_symbol": {"X": 1e-6, "Y": 1e-6}}
 
 
@@ -43,28 +54,29 @@ def prices(n: int = 75) -> PriceTable:
     )
 
 
-def evaluated(app: RebalancerApp, outcome: str | None = None) -> float:
+def evaluated(app: RebalancerApp, rule: str, outcome: str | None = None) -> float:
     """Evaluations of the rule so far (with ``outcome``, or any)."""
     total = 0.0
     for metric in app.metrics.registry.collect():
         for sample in metric.samples:
             if (
                 sample.name == "rebalancer_policy_evaluations_total"
-                and sample.labels.get("policy") == RULE["name"]
+                and sample.labels.get("policy") == rule
                 and outcome in (None, sample.labels.get("outcome"))
             ):
                 total += sample.value
     return total
 
 
+@pytest.mark.parametrize("rule", [RULE, RISK_PARITY], ids=["hybrid-weights", "risk-parity"])
 async def test_a_replay_through_the_service_rebalances_as_backtest_config_does(
-    bootstrap_servers: str,
+    bootstrap_servers: str, rule: dict[str, Any]
 ) -> None:
     table = prices()
     settings = fresh_settings(
         bootstrap_servers,
         planner=LOTS,
-        policies={"enabled": True, "check_interval_ms": 3_600_000, "rules": [RULE]},
+        policies={"enabled": True, "check_interval_ms": 3_600_000, "rules": [rule]},
     )
     offline = replay(settings.policies, table, planner=settings.planner)
     assert len(offline.rebalances) >= 2  # the comparison has something to compare
@@ -91,12 +103,13 @@ async def test_a_replay_through_the_service_rebalances_as_backtest_config_does(
             async def look(row: np.ndarray, at: int) -> bool:
                 """Publish the world's snapshot, wait until the rule has looked at it, and
                 say whether it triggered."""
-                before, triggered = evaluated(app), evaluated(app, "triggered")
+                name = rule["name"]
+                before, triggered = evaluated(app, name), evaluated(app, name, "triggered")
                 now[0] = at
                 snap = book.snapshot(world, row, at).model_dump(mode="json", exclude_none=True)
                 await feed.snapshot(t.snapshots, snap)
-                await until(lambda: evaluated(app) > before, f"a look at {at}")
-                return evaluated(app, "triggered") > triggered
+                await until(lambda: evaluated(app, name) > before, f"a look at {at}")
+                return evaluated(app, name, "triggered") > triggered
 
             for date, row in zip(table.dates, table.prices, strict=True):
                 at = close_ms(date)
