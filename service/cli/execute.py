@@ -149,7 +149,8 @@ def register(sub: Subparsers) -> None:
         description="Consume delta intents for VENUE, order the residual to each target on a "
         "paper venue, publish snapshots with converged_plan_id. Serves /metrics, /healthz and "
         "/readyz (execution.http_host, execution.http_port) and publishes a heartbeat on "
-        "topics.nodes every execution.heartbeat_interval_ms. Stops on SIGTERM/SIGINT.",
+        "topics.nodes every execution.heartbeat_interval_ms, with each plan's fill costs (fees, "
+        "slippage) after its fills. Stops on SIGTERM/SIGINT.",
     )
     ex.add_argument("--venue", required=True, help="the venue name intents carry")
     ex.add_argument("--config", help="a TOML file overriding config/default.toml")
