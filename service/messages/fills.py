@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ._types import Amount, EpochMs, Message, Name, NonNegative, SchemaVersion
 
@@ -19,8 +19,18 @@ from ._types import Amount, EpochMs, Message, Name, NonNegative, SchemaVersion
 class PlanFills(Message):
     """One node run's fills of one plan so far (``kind`` tells it from a heartbeat)."""
 
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        # readers tell it from a heartbeat by its kind: the schema asks writers for it
+        json_schema_extra=lambda schema: schema["required"].insert(0, "kind"),
+    )
+
     schema_version: SchemaVersion = 1
-    kind: Literal["plan_fills"] = "plan_fills"
+    kind: Literal["plan_fills"] = Field(
+        default="plan_fills", description="Always plan_fills (heartbeats have no kind)."
+    )
     node_id: Name
     session: Name = Field(description="This run of the node: a restart starts new totals.")
     venue: Name
