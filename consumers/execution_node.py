@@ -450,22 +450,28 @@ class ExecutionNode:
         self.last_heartbeat_ms = beat.sent_at
 
     def fill_reports(self) -> list[PlanFills]:
-        """The totals of the plans filled since the last call, as reports to publish."""
+        """The totals of the plans filled since the last call, as reports to publish (a plan
+        whose totals are out of any range a report takes is logged and left out)."""
         now = self.clock()
-        return [
-            PlanFills(
-                node_id=self.node_id,
-                session=self.session,
-                venue=self.venue.name,
-                plan_id=plan_id,
-                sent_at=now,
-                fills=cost.fills,
-                filled_notional=cost.filled_notional,
-                fees=cost.fees,
-                slippage=cost.slippage,
-            )
-            for plan_id, cost in self.costs.take_dirty().items()
-        ]
+        reports = []
+        for plan_id, cost in self.costs.take_dirty().items():
+            try:
+                reports.append(
+                    PlanFills(
+                        node_id=self.node_id,
+                        session=self.session,
+                        venue=self.venue.name,
+                        plan_id=plan_id,
+                        sent_at=now,
+                        fills=cost.fills,
+                        filled_notional=cost.filled_notional,
+                        fees=cost.fees,
+                        slippage=cost.slippage,
+                    )
+                )
+            except ValidationError as exc:
+                log.error("fill report of plan %s not sent: %s", plan_id, exc)
+        return reports
 
     async def _report_fills(self) -> None:
         """Publish the fill reports of plans with new fills (``PlanFills``, on the nodes

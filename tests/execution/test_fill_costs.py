@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from consumers.execution_node import ExecutionNode, NodeOptions
 from consumers.venues import PaperConfig, PaperVenue
 from consumers.venues.base import Order, OrderStatus
 from service.execution import FillCosts
@@ -58,3 +59,21 @@ async def test_the_paper_venue_charges_its_fee_on_a_fill_worse_by_its_slippage()
     assert buy.price == pytest.approx(100.05)
     assert buy.fee == pytest.approx(2.0 * 100.05 * 0.001)
     await venue.close()
+
+
+def test_a_node_reports_each_plan_filled_since_its_last_report_once() -> None:
+    node = ExecutionNode(
+        "127.0.0.1:1",  # never started: reports are built, not sent
+        snapshots_topic="snapshots",
+        intents_topic="intents",
+        venue=PaperVenue("paper"),
+        options=NodeOptions(group_id="g", nodes_topic="nodes", node_id="paper-1"),
+        clock=lambda: 5_000,
+    )
+    node.costs.record("p1", qty=1.0, price=101.0, mark=100.0, fee=0.1)
+    node.costs.record("p2", qty=1.0, price=100.0, mark=100.0, fee=1e300)  # no report takes it
+    (report,) = node.fill_reports()
+    assert (report.node_id, report.session, report.plan_id) == ("paper-1", node.session, "p1")
+    assert (report.fills, report.fees, report.slippage, report.sent_at) == (1, 0.1, 1.0, 5_000)
+    assert report.key == f"paper-1|{node.session}|p1"
+    assert node.fill_reports() == []
