@@ -20,7 +20,9 @@ To be watched, the node counts what it does (``NodeStats``, exported by ``NodeMe
 its own registry; ``service.node_app`` serves it with ``/healthz`` and ``/readyz``) and, with
 ``NodeOptions.nodes_topic``, publishes a ``NodeHeartbeat`` keyed by its id every
 ``node_heartbeat_ms`` (and a last one, ``stopped``, when it stops), which the service lists
-at ``GET /v1/nodes``.
+at ``GET /v1/nodes``. On the same topic it reports what each plan's fills cost (``PlanFills``,
+cumulative per plan for this run of the node, after every batch of fills), which the service
+shows as the plan's realised cost.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from service.execution import (
+    FillCosts,
     HeldPosition,
     Ledger,
     Offer,
@@ -51,7 +54,7 @@ from service.execution import (
 from service.execution.ledger import Owner
 from service.execution.outgoing import next_as_of, node_snapshot
 from service.execution.pending import PendingIntents
-from service.messages import DeltaIntent, NodeCounts, NodeHeartbeat
+from service.messages import DeltaIntent, NodeCounts, NodeHeartbeat, PlanFills
 from service.state.snapshots import SnapshotTable
 
 from .clients import KafkaClients, clients_of
@@ -121,6 +124,9 @@ class ExecutionNode:
         self.ready = False
         self.plans = Plans(venue.name, options.convergence_tolerance)
         self.unattributed = Unattributed()
+        self.costs = FillCosts()
+        self.session = uuid.uuid4().hex[:8]
+        """This run of the node: its orders' ids and its fill reports carry it."""
         self.desk = OrderDesk(
             venue,
             book=self.book,
@@ -128,7 +134,8 @@ class ExecutionNode:
             plans=self.plans,
             unattributed=self.unattributed,
             stats=self.stats,
-            session=uuid.uuid4().hex[:8],
+            costs=self.costs,
+            session=self.session,
             max_retries=options.max_retries,
             clock=clock,
         )
@@ -229,6 +236,8 @@ class ExecutionNode:
                 await task
         with contextlib.suppress(Exception):
             await self._publish(self._dirty)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._report_fills(), timeout=5)
         if self.options.nodes_topic is not None and self.ready:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._send_heartbeat(stopped=True), timeout=5)
@@ -335,6 +344,11 @@ class ExecutionNode:
             if self._dirty:
                 dirty, self._dirty = self._dirty, set()
                 await self._publish(dirty)
+            if self.costs.dirty:
+                try:
+                    await self._report_fills()
+                except Exception as exc:  # the broker is away: trading goes on
+                    log.warning("fill reports on %s not sent: %s", self.options.nodes_topic, exc)
 
     async def _updates(self) -> None:
         queue = self.venue.updates()
@@ -435,12 +449,55 @@ class ExecutionNode:
         )
         self.last_heartbeat_ms = beat.sent_at
 
+    def fill_reports(self) -> list[PlanFills]:
+        """The totals of the plans filled since the last call, as reports to publish (a plan
+        whose totals are out of any range a report takes is logged and left out)."""
+        now = self.clock()
+        reports = []
+        for plan_id, cost in self.costs.take_dirty().items():
+            try:
+                reports.append(
+                    PlanFills(
+                        node_id=self.node_id,
+                        session=self.session,
+                        venue=self.venue.name,
+                        plan_id=plan_id,
+                        sent_at=now,
+                        fills=cost.fills,
+                        filled_notional=cost.filled_notional,
+                        fees=cost.fees,
+                        slippage=cost.slippage,
+                    )
+                )
+            except ValidationError as exc:
+                log.error("fill report of plan %s not sent: %s", plan_id, exc)
+        return reports
+
+    async def _report_fills(self) -> None:
+        """Publish the fill reports of plans with new fills (``PlanFills``, on the nodes
+        topic); those not sent are reported again with the next fill or heartbeat."""
+        topic = self.options.nodes_topic
+        if topic is None:
+            self.costs.dirty.clear()
+            return
+        reports = self.fill_reports()
+        try:
+            sent = [
+                await self.producer.send(topic, r.model_dump_json().encode(), key=r.key.encode())
+                for r in reports
+            ]
+            await asyncio.gather(*sent)
+        except BaseException:
+            self.costs.mark_dirty({r.plan_id for r in reports})
+            raise
+
     async def _node_heartbeats(self) -> None:
         """A heartbeat at once, then every ``node_heartbeat_ms``; one that cannot be sent is
         logged and the next one tried (the node keeps trading)."""
         while not self._stopping.is_set():
             try:
                 await self._send_heartbeat()
+                await self._report_fills()
             except Exception as exc:  # the broker is away: trading goes on
                 log.warning("heartbeat on %s not sent: %s", self.options.nodes_topic, exc)
             await asyncio.sleep(self.options.node_heartbeat_ms / 1000)

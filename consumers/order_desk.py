@@ -3,7 +3,8 @@
 The desk is the execution node's trading half, apart from Kafka: it reads the target book
 the node fills from the intent topic, asks the pure rules (``service.execution``) for each
 key's next step, places orders at the venue and attributes their fills to strategies. Its
-methods return whose snapshot changed (``Touched``), and the node publishes those.
+methods return whose snapshot changed (``Touched``), and the node publishes those. What each
+plan's fills cost (fees, slippage against the intent's mark) is added up in ``FillCosts``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.execution import (
+    FillCosts,
     GiveUp,
     KeyId,
     Ledger,
@@ -97,6 +99,7 @@ class OrderDesk:
         plans: Plans,
         unattributed: Unattributed,
         stats: NodeStats,
+        costs: FillCosts,
         session: str,
         max_retries: int,
         clock: Callable[[], int],
@@ -107,6 +110,7 @@ class OrderDesk:
         self.plans = plans
         self.unattributed = unattributed
         self.stats = stats
+        self.costs = costs
         self.session = session
         self.max_retries = max_retries
         self.clock = clock
@@ -199,6 +203,11 @@ class OrderDesk:
                 shares = weights(leg.world_id, leg.strategy_breakdown)
                 touched.publish.update(self.ledger.attribute(instrument, update.fill_qty, shares))
                 touched.follow.update(shares)
+                # a venue that tells no fill price is taken to have filled at the mark
+                price = leg.mark if update.price is None else update.price
+                self.costs.record(
+                    leg.plan_id, qty=update.fill_qty, price=price, mark=leg.mark, fee=update.fee
+                )
         if update.final:
             if self.open.get(key) == order:
                 del self.open[key]

@@ -66,6 +66,8 @@ SNAPSHOTS: list[dict[str, Any]] = [
 
 VENUES = ("binance", "okx")
 LOTS = {"BTCUSDT": 0.001, "ETHUSDT": 0.01, "SOLUSDT": 0.1}
+DEMO_FEE_BPS = 5.0
+"""What the demo's paper venues charge per fill (bps of notional)."""
 
 EVENTS: list[dict[str, Any]] = [
     {
@@ -254,6 +256,7 @@ async def run_demo(
                         fill_model="partial",
                         partial_slices=2,
                         fill_interval_ms=50,
+                        fee_bps=DEMO_FEE_BPS,  # the dashboard's realised cost per plan
                     ),
                 )
                 venue.listener = _trace(name, loop.venue_lines)

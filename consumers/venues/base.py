@@ -53,6 +53,9 @@ class OrderUpdate:
     reason_code: str | None = None
     """A rejection's reason as a short fixed word (``min_notional``, ``lot_size``, ...): what
     the node's metrics count rejections by (``reason`` is free text, for the log)."""
+    fee: float = 0.0
+    """What the venue charged for this update's fill, in the quote currency (negative: a
+    rebate); what the node reports as the plan's realised fees."""
 
     @property
     def final(self) -> bool:

@@ -1,5 +1,6 @@
 """A simulated exchange, in process: lot sizes, minimum notional, reduce-only enforcement,
-immediate or partial fills over time, seeded random rejections.
+immediate or partial fills over time, seeded random rejections, a fee per fill and a fixed
+slippage against the order's price.
 
 It rejects what real venues reject: a quantity that is not whole lots, an order under the
 minimum notional, a reused client order id, and a reduce-only order that would grow a
@@ -46,6 +47,19 @@ class PaperConfig:
     reject_rate: float = 0.0
     """Share of otherwise valid orders rejected at random (a venue's transient refusals)."""
     seed: int = 0
+    fee_bps: float = 0.0
+    """Fee charged on each fill, in basis points of its notional (|qty| x fill price)."""
+    slippage_bps: float = 0.0
+    """Fills are this many basis points worse than the order's price (buys higher, sells
+    lower): the simulated cost of crossing the spread."""
+
+    def __post_init__(self) -> None:
+        for name in ("fee_bps", "slippage_bps"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or not 0 <= value <= 10_000:
+                raise ValueError(
+                    f"{name}: expected a number of basis points in [0, 10000], got {value!r}"
+                )
 
 
 @dataclass
@@ -181,17 +195,24 @@ class PaperVenue:
             if done:
                 del self._open[order_id]
             self._save()
+            price = self._fill_price(order)
             await self._send(
                 OrderUpdate(
                     order,
                     OrderStatus.FILLED if done else OrderStatus.OPEN,
                     fill_qty=part,
                     filled_qty=state.filled,
-                    price=order.price,
+                    price=price,
+                    fee=abs(part) * price * c.fee_bps / 10_000,
                 )
             )
             if done:
                 return
+
+    def _fill_price(self, order: Order) -> float:
+        """The order's price moved against it by ``slippage_bps``."""
+        side = 1.0 if order.qty > 0 else -1.0
+        return order.price * (1 + side * self.config.slippage_bps / 10_000)
 
     async def _send(self, update: OrderUpdate) -> None:
         if self.listener is not None:

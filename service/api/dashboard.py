@@ -23,6 +23,7 @@ from ..policies.costs import CostModel
 from ..state.read_model import ReadModel
 from .auth import Principal
 from .changes import Changes
+from .plan_costs import estimated_cost
 
 STATIC = {
     "dashboard.js": "text/javascript; charset=utf-8",
@@ -50,10 +51,16 @@ class Bucket(BaseModel):
     plans: int = Field(description="Plans with intents created in the bucket.")
     turnover: float = Field(description="Notional traded by their intents.")
     estimated_cost: float = Field(description="Their cost by the cost model (costs).")
+    realised_cost: float | None = Field(
+        default=None,
+        description="Fees + slippage of the fills the execution nodes reported for them; "
+        "null where no plan of the bucket has a reported fill.",
+    )
+    realised_plans: int = Field(default=0, description="Plans of the bucket with reported fills.")
 
 
 class PlanStats(BaseModel):
-    """Turnover and estimated cost over time, for the history charts."""
+    """Turnover, estimated and realised cost over time, for the history charts."""
 
     buckets: list[Bucket]
     plans: int = Field(description="Plans in the history (every status).")
@@ -66,10 +73,6 @@ class Health(BaseModel):
     events_dead_lettered: float = Field(description="Bad inputs sent to the dead-letter topic.")
     consumer_lag: float = Field(description="Records behind, summed over input partitions.")
     plans_known: int
-
-
-def estimated_cost(model: CostModel, turnover: float, traded_keys: int) -> float:
-    return model.rate * turnover + model.fixed_per_trade * traded_keys
 
 
 def add_dashboard(
@@ -112,8 +115,8 @@ def add_dashboard(
         portfolio: str | None = None,
         buckets: Annotated[int, Query(ge=1, le=500)] = 48,
     ) -> PlanStats:
-        """Turnover and estimated cost of the plans with intents, in equal time buckets from
-        the first plan to the last."""
+        """Turnover, estimated cost and realised cost (where execution nodes reported fills)
+        of the plans with intents, in equal time buckets from the first plan to the last."""
         model = backend.cost_model
         plans = [
             p
@@ -139,6 +142,10 @@ def add_dashboard(
                 b.plans += 1
                 b.turnover += p.turnover
                 b.estimated_cost += estimated_cost(model, p.turnover, p.traded_keys)
+                realised = backend.read_model.realised.of(p.plan_id)
+                if realised is not None:
+                    b.realised_cost = (b.realised_cost or 0.0) + realised.total
+                    b.realised_plans += 1
         return PlanStats(
             buckets=out,
             plans=len(backend.read_model.plans),

@@ -37,10 +37,11 @@ from ..state.allocations import (
     InFlight,
     TradingState,
 )
-from ..state.read_model import CursorError, NodeView, PlanSummary, ReadModel
+from ..state.read_model import CursorError, NodeView, ReadModel
 from .auth import Authenticator, ForbiddenError, Permission, Principal, UnauthenticatedError
 from .dashboard import DashboardBackend, add_dashboard
 from .limits import BodyLimit
+from .plan_costs import CostedPlan, costed
 
 
 class Backend(DashboardBackend, Protocol):
@@ -180,7 +181,7 @@ class NodeList(BaseModel):
 
 
 class PlanPage(BaseModel):
-    plans: list[PlanSummary]
+    plans: list[CostedPlan]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
 
 
@@ -292,14 +293,16 @@ def build_app(
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> PlanPage:
-        """Plan history, newest first, paged."""
+        """Plan history, newest first, paged; each plan with its estimated cost and, once an
+        execution node reports fills of it, its realised cost (fees and slippage)."""
         try:
             found, after = backend.read_model.plans.page(
                 portfolio=portfolio, world=world, status=status, cursor=cursor, limit=limit
             )
         except CursorError as exc:
             raise HTTPException(422, str(exc)) from None
-        return PlanPage(plans=found, next_cursor=after)
+        model, realised = backend.cost_model, backend.read_model.realised
+        return PlanPage(plans=[costed(p, model, realised) for p in found], next_cursor=after)
 
     @app.get("/v1/nodes", response_model=NodeList, tags=["api"], responses=UNAUTHORIZED)
     async def nodes(_: Annotated[Principal, reader]) -> NodeList:

@@ -55,6 +55,9 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
         )
     if not 0 <= args.reject_rate < 1:
         raise InputError(f"--reject-rate: expected a share in [0, 1), got {args.reject_rate}")
+    for flag, bps in (("--fee-bps", args.fee_bps), ("--slippage-bps", args.slippage_bps)):
+        if not 0 <= bps <= 10_000:  # also refuses nan
+            raise InputError(f"{flag}: expected basis points in [0, 10000], got {bps}")
     for flag, value, low in (
         ("--partial-slices", args.partial_slices, 1),
         ("--fill-interval-ms", args.fill_interval_ms, 0),
@@ -75,6 +78,8 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
         fill_interval_ms=args.fill_interval_ms,
         reject_rate=args.reject_rate,
         seed=args.seed,
+        fee_bps=args.fee_bps,
+        slippage_bps=args.slippage_bps,
     )
     if args.http_port is not None and args.http_port > 65535:
         raise InputError(f"--http-port: expected at most 65535, got {args.http_port}")
@@ -144,7 +149,8 @@ def register(sub: Subparsers) -> None:
         description="Consume delta intents for VENUE, order the residual to each target on a "
         "paper venue, publish snapshots with converged_plan_id. Serves /metrics, /healthz and "
         "/readyz (execution.http_host, execution.http_port) and publishes a heartbeat on "
-        "topics.nodes every execution.heartbeat_interval_ms. Stops on SIGTERM/SIGINT.",
+        "topics.nodes every execution.heartbeat_interval_ms, with each plan's fill costs (fees, "
+        "slippage) after its fills. Stops on SIGTERM/SIGINT.",
     )
     ex.add_argument("--venue", required=True, help="the venue name intents carry")
     ex.add_argument("--config", help="a TOML file overriding config/default.toml")
@@ -155,6 +161,12 @@ def register(sub: Subparsers) -> None:
     ex.add_argument("--fill-interval-ms", type=int, default=20, help="between partial fills")
     ex.add_argument("--reject-rate", type=float, default=0.0, help="share of orders refused")
     ex.add_argument("--seed", type=int, default=0, help="seed of the simulated refusals")
+    ex.add_argument(
+        "--fee-bps", type=float, default=0.0, help="fee per fill, in bps of its notional"
+    )
+    ex.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="fills this many bps worse than the mark"
+    )
     ex.add_argument("--min-notional", type=float, help="default: planner.min_trade_notional")
     ex.add_argument(
         "--lot", type=_lot, action="append", metavar="SYMBOL=SIZE", help="lot size (repeatable)"

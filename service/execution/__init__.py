@@ -2,6 +2,7 @@
 when a plan is reached."""
 
 from .convergence import PlanInfo, Plans, held_at, reached_elsewhere, within_tolerance
+from .fill_costs import FillCosts, PlanCost
 from .ledger import Ledger, weights
 from .reconcile import Adopted, Gap, Unattributed, adopt, reconcile
 from .residual import OrderRequest, VenueRules, next_order, to_lots
@@ -12,6 +13,7 @@ from .targets import KeyId, KeyTarget, Offer, TargetBook
 __all__ = [
     "Adopted",
     "Due",
+    "FillCosts",
     "Gap",
     "GiveUp",
     "HeldPosition",
@@ -22,6 +24,7 @@ __all__ = [
     "Offer",
     "OrderRequest",
     "Place",
+    "PlanCost",
     "PlanInfo",
     "Plans",
     "PositionsOf",

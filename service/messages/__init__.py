@@ -8,6 +8,7 @@ from .allocation import (
     allocation_event_adapter,
 )
 from .dead_letter import DeadLetter
+from .fills import PlanFills
 from .intent import DeltaIntent, Leg, StrategyDelta
 from .node import NodeCounts, NodeHeartbeat
 from .notification import Notification, NotificationKind
@@ -48,6 +49,7 @@ __all__ = [
     "NodeHeartbeat",
     "Notification",
     "NotificationKind",
+    "PlanFills",
     "PlanOptions",
     "PlanRecord",
     "PlanTiming",

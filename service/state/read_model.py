@@ -4,7 +4,7 @@ The worker's ``AllocationState`` holds what this instance owns and is authoritat
 The read model is a second copy fed with every changelog record (whoever wrote it) and with
 every plan record, so an instance answers reads for portfolios it does not own, and after a
 restart, as soon as it has read the topics again. It also keeps the execution nodes' last
-heartbeats. It is only ever read by the API.
+heartbeats and their fill reports (each plan's realised cost). It is only ever read by the API.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import bisect
 from dataclasses import dataclass, field
 
 import msgspec
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..messages import NodeCounts, NodeHeartbeat
+from ..messages import NodeCounts, NodeHeartbeat, PlanFills
 from .allocations import AllocationState, CommandResult
+from .realised import RealisedCosts
 
 ALIVE_INTERVALS = 3
 """A node is alive while its last heartbeat is less than this many of its intervals old."""
@@ -257,6 +259,15 @@ class NodeBoard:
         ]
 
 
+def _kind(value: bytes) -> object:
+    """The ``kind`` of a nodes-topic record (heartbeats have none)."""
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    return document.get("kind") if isinstance(document, dict) else None
+
+
 class ReadModel:
     """The state of every portfolio and the plan history, as the topics tell them."""
 
@@ -264,6 +275,7 @@ class ReadModel:
         self.state = AllocationState()
         self.plans = PlanHistory()
         self.nodes = NodeBoard()
+        self.realised = RealisedCosts()
         self.changelog_records = 0
         self.plan_records = 0
 
@@ -279,8 +291,17 @@ class ReadModel:
         self.plan_records += 1
 
     def apply_node(self, key: bytes | None, value: bytes | None) -> None:
-        """A record of the nodes' topic (``ValueError`` if it is not a heartbeat)."""
-        self.nodes.apply(key, value)
+        """A record of the nodes' topic: a heartbeat, a fill report (``PlanFills``, told by
+        its ``kind``) or a tombstone of either (``ValueError`` if it is none of these)."""
+        name = None if key is None else key.decode(errors="replace")
+        if value is None:
+            if name is None or not self.realised.forget(name):
+                self.nodes.apply(key, value)
+            return
+        if _kind(value) == "plan_fills":
+            self.realised.apply(name, PlanFills.model_validate_json(value))
+        else:
+            self.nodes.apply(key, value)
 
     def command(self, command_id: str) -> tuple[str, CommandResult] | None:
         """A decided command, with its portfolio, by id (the latest ``COMMANDS_KEPT`` per

@@ -213,6 +213,8 @@ async def test_portfolio_and_plans_read_what_the_topics_say(service: RebalancerA
         "traded_keys": 1,
         "policy": None,
         "trigger": None,
+        "estimated_cost": 0.0,  # the default cost model is free
+        "realised_cost": None,  # no execution node reported a fill
     }
     assert summary["turnover"] == pytest.approx(12_000.0)
     assert page["next_cursor"] is None

@@ -342,9 +342,11 @@ def test_large_lot_counts_round_down_not_up_by_whole_lots() -> None:
         (["--node-id", "a|b"], "--node-id: 'a|b' is not an identifier"),
         (["--http-port", "-1"], "--http-port: expected at least 0, got -1"),
         (["--http-port", "70000"], "--http-port: expected at most 65535, got 70000"),
+        (["--fee-bps", "-1"], "--fee-bps: expected basis points in [0, 10000], got -1.0"),
+        (["--slippage-bps", "nan"], "--slippage-bps: expected basis points in [0, 10000], got nan"),
     ],
 )
-def test_execute_refuses_a_bad_node_id_or_port(
+def test_execute_refuses_a_bad_node_id_port_fee_or_slippage(
     flags: list[str],
     expected: str,
     capsysbinary: pytest.CaptureFixture[bytes],

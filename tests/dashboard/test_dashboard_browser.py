@@ -1,6 +1,6 @@
 """The dashboard in real headless Chromium against a running service on a real broker:
-sign-in, the overview, live history without a reload, controls by role, flatten's
-confirmation, a proposal approved from the page. Screenshots of the main views go to
+sign-in, the overview, live history without a reload, a plan's realised cost, controls by
+role, flatten's confirmation, a proposal approved from the page. Screenshots of the main views go to
 docs/screenshots/."""
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
+from consumers.venues import PaperConfig, PaperVenue
 from service.app import RebalancerApp
 from tests.api.test_approval_http import proposed
 from tests.api.test_http_api import TOKENS, call, until
 from tests.dashboard.demo_process import demo_ui
+from tests.execution.test_node_endpoints import node_app
 from tests.kafka_support import Feed, Tail
 from tests.process_support import ROOT
 from tests.stream.test_stream_service import btc, snapshot, world_move
@@ -79,6 +81,42 @@ async def test_sign_in_shows_the_worlds_and_history_follows_without_a_reload(
     await moved.wait_for(timeout=WAIT_MS)  # pushed by the event stream, not reloaded
     assert await page.evaluate("performance.getEntriesByType('navigation').length") == loads
     await shot(page, "overview")
+
+
+async def test_a_plan_filled_by_an_execution_node_shows_its_realised_cost(
+    service: RebalancerApp, page: Page
+) -> None:
+    """A paper venue charging 10 bps fills world a's sell; the history row of the plan shows
+    the realised cost beside the estimate, and the cost chart draws it beside the estimate."""
+    venue = PaperVenue("binance", PaperConfig(fee_bps=10.0))
+    venue.seed_position("a", "BTCUSDT", 0.6)
+    node = node_app(service.settings, venue, heartbeat_ms=100)
+    t, servers = service.settings.topics, service.settings.bootstrap_servers or ""
+    async with Feed(servers) as feed:
+        await feed.snapshot(t.snapshots, snapshot("a", "s1", [btc(0.6)]))
+        await node.start()
+    try:
+        record = await seeded(service)
+
+        async def realised() -> dict[str, Any] | None:
+            _, body = await call(service, "GET", "/v1/plans", TOKENS["viewer"])
+            found = [p for p in body["plans"] if p["plan_id"] == record["plan_id"]]
+            return found[0]["realised_cost"] if found else None
+
+        cost = await until(realised, "the plan's realised cost")
+        assert cost["fees"] == pytest.approx(0.2 * 60_000 * 0.001)  # 12: a third of 0.6 sold
+        await sign_in(page, service, "viewer")
+        cell = page.locator(f'#plans tr[data-plan="{record["plan_id"]}"] td.realised')
+        await cell.wait_for(timeout=WAIT_MS)
+        assert await cell.inner_text() == "12"
+        assert "fees 12 + slippage 0 on 1 fills" in (await cell.get_attribute("title") or "")
+        header = await page.locator("#plans thead").inner_text()
+        assert "est. cost" in header
+        assert "realised cost" in header
+        assert await page.locator("#cost-chart rect.pair").count() == 1
+        await shot(page, "realised-cost")
+    finally:
+        await node.stop()
 
 
 async def test_a_viewer_sees_no_controls_and_an_operator_does(

@@ -23,7 +23,7 @@ from consumers.execution_node import ExecutionNode, NodeOptions, NodeStats
 from consumers.node_metrics import NodeGauges, NodeMetrics
 from consumers.topics import ensure_topics
 from consumers.venues import PaperConfig, PaperVenue
-from service.messages import NodeHeartbeat
+from service.messages import NodeHeartbeat, PlanFills
 from service.node_app import NodeApp
 from service.settings import Settings
 from tests.execution.test_execution_node import NOW, intent
@@ -154,21 +154,32 @@ async def test_a_node_serves_its_endpoints_and_its_metrics_follow_a_plan(
             assert lags, "the node reports the lag of its intent partitions"
             assert all(v == 0 for v in lags)
 
-            # its heartbeats on the nodes' topic say the same
-            def counted(records: list[Any]) -> bool:
-                return any(r and r["counts"]["plans_converged"] == 1 for r in records)
+            # its heartbeats on the nodes' topic say the same (the topic also carries its
+            # fill reports, which have a kind)
+            def heartbeats(records: list[Any]) -> list[Any]:
+                return [r for r in records if r and "kind" not in r]
 
-            last = [r for r in await beats.until(counted) if r][-1]
+            def counted(records: list[Any]) -> bool:
+                converged = any(r["counts"]["plans_converged"] == 1 for r in heartbeats(records))
+                return converged and any(r and "kind" in r for r in records)
+
+            records = await beats.until(counted)
+            last = heartbeats(records)[-1]
             beat = NodeHeartbeat.model_validate_json(orjson.dumps(last))
             assert (beat.node_id, beat.venue, beat.ready) == (app.node.node_id, "paper", True)
             assert beat.endpoint == f"127.0.0.1:{port}"
             assert beat.plans == []
             assert beat.counts.fills == 1
             assert beat.counts.rejections == len(venue.rejections)
+            # and its fill report: p1's one fill, free at a venue with no fee or slippage
+            (fills,) = [r for r in records if r and r.get("kind") == "plan_fills"]
+            report = PlanFills.model_validate_json(orjson.dumps(fills))
+            assert (report.node_id, report.plan_id, report.fills) == (beat.node_id, "p1", 1)
+            assert (report.fees, report.slippage) == (0.0, 0.0)
         finally:
             await app.stop()
-        stopped = await beats.until(lambda records: any(r and r["stopped"] for r in records))
-        assert [r["ready"] for r in stopped if r and r["stopped"]] == [False]
+        stopped = await beats.until(lambda records: any(r["stopped"] for r in heartbeats(records)))
+        assert [r["ready"] for r in heartbeats(stopped) if r["stopped"]] == [False]
 
 
 async def test_rebalancer_execute_logs_its_free_port_and_serves_there(

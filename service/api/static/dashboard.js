@@ -218,24 +218,35 @@ function driftChart(worlds) {
   return h("figure", {}, h("figcaption", {}, "drift against the band"), barChart(bars));
 }
 
-function barChart(bars) {
+// Bars of `value` (with a dashed `band` line if set); with `paired`, each slot holds the bar of
+// `value` and, beside it, the bar of `pair` (null: nothing to draw), e.g. estimated vs realised.
+function barChart(bars, paired = null) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   const width = 420, height = 120, pad = 18;
-  const top = Math.max(1e-12, ...bars.map((b) => Math.max(b.value, b.band || 0)));
+  const top = Math.max(1e-12, ...bars.map((b) => Math.max(b.value, b.band || 0, b.pair || 0)));
   const step = (width - pad) / Math.max(bars.length, 1);
-  bars.forEach((b, i) => {
+  const slot = paired ? step / 2 : step;
+  const bar = (x, value, cls, text) => {
     const rect = document.createElementNS(ns, "rect");
-    const barHeight = ((height - pad) * b.value) / top;
-    rect.setAttribute("x", String(pad + i * step + 1));
+    const barHeight = ((height - pad) * Math.max(value, 0)) / top;
+    rect.setAttribute("x", String(x + 1));
     rect.setAttribute("y", String(height - pad - barHeight));
-    rect.setAttribute("width", String(Math.max(step - 2, 1)));
+    rect.setAttribute("width", String(Math.max(slot - 2, 1)));
     rect.setAttribute("height", String(barHeight));
-    rect.setAttribute("class", b.band !== null && b.value > b.band ? "bar over" : "bar");
+    rect.setAttribute("class", cls);
     const title = document.createElementNS(ns, "title");
-    title.textContent = `${b.label}: ${fmt(b.value)}`;
+    title.textContent = text;
     rect.append(title);
     svg.append(rect);
+  };
+  bars.forEach((b, i) => {
+    const x = pad + i * step;
+    const name = paired ? `${paired[0]} ` : "";
+    bar(x, b.value, b.band !== null && b.value > b.band ? "bar over" : "bar", `${b.label}: ${name}${fmt(b.value)}`);
+    if (paired && b.pair !== null && b.pair !== undefined) {
+      bar(x + slot, b.pair, "bar pair", `${b.label}: ${paired[1]} ${fmt(b.pair)}`);
+    }
     if (b.band !== null && b.band !== undefined) {
       const line = document.createElementNS(ns, "line");
       const y = height - pad - ((height - pad) * b.band) / top;
@@ -372,9 +383,15 @@ function renderNodes(nodes) {
   );
 }
 
+// A plan's realised cost: fees + slippage its execution nodes reported ("-" before any fill).
+function realisedCell(r) {
+  if (!r) return h("td", { class: "num realised muted", title: "no execution node reported a fill" }, "-");
+  const title = `fees ${money(r.fees)} + slippage ${money(r.slippage)} on ${r.fills} fills ` +
+    `(${money(r.filled_notional)} filled, ${r.nodes} node runs)`;
+  return h("td", { class: "num realised", title }, money(r.total));
+}
+
 function renderHistory(plans, stats, health) {
-  const model = stats.cost_model;
-  const cost = (p) => (model.fee_bps + model.half_spread_bps) / 1e4 * p.turnover + model.fixed_per_trade * p.traded_keys;
   $("plans").tBodies[0].replaceChildren(
     ...plans.map((p) =>
       h(
@@ -387,13 +404,16 @@ function renderHistory(plans, stats, health) {
         h("td", {}, p.worlds.join(", ")),
         h("td", { class: "num" }, p.intents),
         h("td", { class: "num" }, money(p.turnover)),
-        h("td", { class: "num" }, money(cost(p))),
+        h("td", { class: "num" }, money(p.estimated_cost)),
+        realisedCell(p.realised_cost),
       ),
     ),
   );
-  const series = (key) => stats.buckets.map((b) => ({ label: when(b.start), value: b[key], band: null }));
+  const series = (key, pair) =>
+    stats.buckets.map((b) => ({ label: when(b.start), value: b[key], band: null, pair: pair ? b[pair] : null }));
   $("turnover-chart").replaceWith(Object.assign(barChart(series("turnover")), { id: "turnover-chart" }));
-  $("cost-chart").replaceWith(Object.assign(barChart(series("estimated_cost")), { id: "cost-chart" }));
+  const costs = barChart(series("estimated_cost", "realised_cost"), ["estimated", "realised"]);
+  $("cost-chart").replaceWith(Object.assign(costs, { id: "cost-chart" }));
   $("health").textContent =
     `${stats.plans} plans recorded · ${health.events_dead_lettered} dead letters · ` +
     `consumer lag ${health.consumer_lag} · ${health.ready ? "ready" : "restoring state"}`;
