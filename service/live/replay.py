@@ -28,11 +28,11 @@ from ..messages import Position, PositionSnapshot, WeightsTarget
 from ..messages.allocation import WorldAllocationsChanged
 from ..messages.policy import PolicyRebalance
 from ..planner import PlannerOptions
+from ..planner.target_weight import AssetKey
 from ..policies.calendar import DateArray
 from ..policies.costs import CostModel
 from ..policies.errors import PolicyError
 from ..policies.inputs import FloatArray
-from ..planner.target_weight import AssetKey
 from ..policies.measure import label
 from ..state.allocations import AllocationState
 from ..state.snapshots import SnapshotTable
