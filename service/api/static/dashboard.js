@@ -23,6 +23,12 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// Column headers, right-aligned over the columns of figures.
+const NUMERIC = new Set(["allocation", "measured", "intents", "orders", "fills", "turnover", "est. cost", "realised cost"]);
+function header(name) {
+  return h("th", NUMERIC.has(name) ? { class: "num" } : {}, name);
+}
+
 async function api(path, options = {}) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` };
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
@@ -194,7 +200,7 @@ function renderPortfolios(portfolios) {
           h(
             "thead",
             {},
-            h("tr", {}, ["world", "allocation", "measured", "trading", "policy", "next check", "held", ""].map((t) => h("th", {}, t))),
+            h("tr", {}, ["world", "allocation", "measured", "trading", "policy", "next check", "held", ""].map(header)),
           ),
           h("tbody", {}, rows),
         ),
@@ -277,7 +283,7 @@ function renderWork(portfolios, nodes) {
       ? h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, ["plan", "portfolio", "worlds", "intents", "asked by", "expires", ""].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, ["plan", "portfolio", "worlds", "intents", "asked by", "expires", ""].map(header))),
           h(
             "tbody",
             {},
@@ -316,7 +322,7 @@ function renderWork(portfolios, nodes) {
       ? h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, ["plan", "portfolio", "world", "waiting for", "venues still working", "since"].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, ["plan", "portfolio", "world", "waiting for", "venues still working", "since"].map(header))),
           h(
             "tbody",
             {},
@@ -339,7 +345,7 @@ function renderWork(portfolios, nodes) {
       ? h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, ["portfolio", "world", "reason", "events", "since"].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, ["portfolio", "world", "reason", "events", "since"].map(header))),
           h(
             "tbody",
             {},
@@ -360,7 +366,7 @@ function renderNodes(nodes) {
       ? h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, ["node", "venue", "state", "last heartbeat", "working on", "orders", "fills"].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, ["node", "venue", "state", "last heartbeat", "working on", "orders", "fills"].map(header))),
           h(
             "tbody",
             {},
