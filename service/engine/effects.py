@@ -54,6 +54,7 @@ from .admission import Requested, Waiting, checked
 from .approval import Approvals, proposal_entry
 from .options import EngineOptions, EventOptions
 from .pacing import as_step, next_step, paced_steps, step_waiting
+from .slicing import sliced_record
 from .work import Held, Json, Outcome, Work
 
 
@@ -238,6 +239,9 @@ class Effects:
         portfolio_id = trigger.portfolio_id
         policy = trigger.event if isinstance(trigger.event, PolicyRebalance) else None
         record = plan.wire
+        max_slice = self.sources.options.max_slice_notional
+        if max_slice is not None:
+            record = sliced_record(record, max_slice, plan.context.options)
         if policy is not None:
             record["policy"] = policy.model_dump(mode="json")
         if trigger.command is not None:
