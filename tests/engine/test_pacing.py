@@ -204,3 +204,36 @@ def test_the_sum_check_counts_a_paced_world_at_its_end() -> None:
 
     with pytest.raises(InputError, match=r"add up to 1\.1"):
         r.engine.on_event(event(event_id="e2", world_alloc_after={"b": 0.6}), 2_000)
+
+
+def test_an_approved_step_keeps_the_steps_after_it() -> None:
+    from service.engine import Outcome
+    from service.engine.options import ApprovalRules
+    from tests.engine.test_commands import command
+
+    r = started(approval=ApprovalRules(portfolios=frozenset({"default"}), ttl_ms=60_000))
+    proposed = r.send(world_alloc_before={"a": 0.2}, world_alloc_after={"a": 0.5})
+    assert proposed.outcome is Outcome.PROPOSED
+    assert [leg["delta_qty"] for leg in proposed.records[0]["per_world"]["a"]["deltas"]] == [90.0]
+    plan_id = proposed.records[0]["plan_id"]
+    approved = r.run(r.engine.on_event(command("approve", "c1", plan_id=plan_id), 2_000))
+    assert deltas(approved) == [90.0]
+    world = r.state.world("default", "a")
+    assert world.held is not None
+    assert world.held.pacing is not None
+    assert world.held.pacing.step == 2
+    r.reach(210.0, plan_id, 2_500)
+    [second] = r.release(3_000)
+    assert second.outcome is Outcome.PROPOSED  # each step is a plan, approved on its own
+    assert [d["delta_qty"] for d in second.records[0]["per_world"]["a"]["deltas"]] == [60.0]
+
+
+def test_a_flatten_command_drops_the_remaining_steps() -> None:
+    from tests.engine.test_commands import command
+
+    r = started()
+    first = r.send(world_alloc_before={"a": 0.2}, world_alloc_after={"a": 0.5})
+    r.reach(210.0, first.intents[0]["plan_id"], 2_000)
+    flat = r.run(r.engine.on_event(command("flatten", "c1", world_id="a"), 2_500))
+    assert [i["target_qty"] for i in flat.intents] == [0.0]
+    assert r.state.world("default", "a").held is None
