@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from service.engine import EngineOptions, RebalanceEngine, Work
 from service.engine.options import PaceRule, PacingRules
@@ -13,6 +15,7 @@ from service.policies.pacing import pace_quantity
 from service.state.allocations import AllocationState, HoldReason, Record
 from service.state.snapshots import SnapshotTable
 from tests.engine.test_engine import event, published, snap
+from tests.examples import examples
 
 RULE = PacingRules(default=PaceRule(max_step_share=0.5, steps=3))
 
@@ -237,3 +240,44 @@ def test_a_flatten_command_drops_the_remaining_steps() -> None:
     flat = r.run(r.engine.on_event(command("flatten", "c1", world_id="a"), 2_500))
     assert [i["target_qty"] for i in flat.intents] == [0.0]
     assert r.state.world("default", "a").held is None
+
+
+@given(
+    before=st.floats(0.05, 0.6),
+    after=st.floats(0.0, 0.9),
+    lots=st.integers(1, 500),
+    steps=st.integers(2, 6),
+    ratio=st.one_of(st.none(), st.floats(0.2, 1.0)),
+)
+@settings(max_examples=examples(100), deadline=None)
+def test_the_steps_end_where_the_whole_move_ends_each_a_front_loaded_share(
+    before: float, after: float, lots: int, steps: int, ratio: float | None
+) -> None:
+    """Through every step (each reached as planned), the world ends on the target the unpaced
+    plan gives (to the planner's 12 decimals: each step scales the last one's quantities),
+    and each step moves its front-loaded share of the move."""
+    move = {"world_alloc_before": {"a": before}, "world_alloc_after": {"a": after}}
+    whole = Recorder(pacing=PacingRules())
+    whole.snapshots.apply(snap("s1", float(lots)))
+    intents = whole.send(**move).intents
+    assume(len(intents) == 1)
+    (unpaced,) = intents
+    rule = PaceRule(max_step_share=1e-9, steps=steps, ratio=ratio)
+    r = Recorder(pacing=PacingRules(default=rule))
+    r.snapshots.apply(snap("s1", float(lots)))
+    work, now, done = r.send(**move), 2_000, []
+    while True:
+        done += work.intents
+        if r.state.world("default", "a").held is None:
+            break
+        plan_id = work.plan.plan_id  # type: ignore[union-attr]
+        position = work.intents[-1]["target_qty"] if work.intents else done[-1]["target_qty"]
+        r.reach(position, plan_id, now)
+        (work,) = r.release(now + 1)
+        now += 1_000
+    assert len({i["plan_id"] for i in done}) == len(done) <= steps
+    assert done[-1]["target_qty"] == pytest.approx(unpaced["target_qty"], rel=1e-11, abs=1e-11)
+    expected = pace_quantity(unpaced["delta_qty"], steps, ratio=ratio)
+    moved = [i["delta_qty"] for i in done]
+    assert moved == pytest.approx([d for d in expected if abs(d) > 1e-9], rel=1e-9, abs=1e-9)
+    assert r.state.world("default", "a").alloc == after
