@@ -153,7 +153,8 @@ def _supersede_steps(held: HeldChange, req: Requested, arrival: Arrival) -> Held
     """A newer change for a world in the middle of a paced move: the steps not yet planned
     are dropped, and the world goes from where its last planned step left it to the newer
     change's allocation (a change that names none, strategy weights only, keeps the paced
-    move's end), paced again if that is large. It still waits for the step in flight."""
+    move's end), paced again if that is large, with the options of both (the newer's win). It
+    still waits for the step in flight."""
     final = held.pacing.final(held) if held.pacing is not None else None
     alloc = req.alloc_after
     merged: dict[str, float] = {}
@@ -164,7 +165,14 @@ def _supersede_steps(held: HeldChange, req: Requested, arrival: Arrival) -> Held
     fresh = _held_anew(
         replace(req, alloc_after=alloc, strategy_after=merged or None), arrival, held.reason
     )
-    return fresh.model_copy(update={"since": held.since})
+    options = EventOptions.of_held([held]).then(EventOptions.of(arrival.event))
+    return fresh.model_copy(
+        update={
+            "since": held.since,
+            "min_trade_notional": options.min_trade_notional,
+            "lot_size_by_symbol": dict(options.lot_size_by_symbol or {}) or None,
+        }
+    )
 
 
 def _held_anew(req: Requested, arrival: Arrival, reason: HoldReason) -> HeldChange:

@@ -157,13 +157,16 @@ def test_a_crash_while_a_step_is_published_resumes_that_step_byte_for_byte() -> 
 
 def test_a_newer_change_supersedes_the_remaining_steps() -> None:
     r = started()
-    first = r.send(world_alloc_before={"a": 0.2}, world_alloc_after={"a": 0.5})
+    first = r.send(
+        world_alloc_before={"a": 0.2}, world_alloc_after={"a": 0.5}, min_trade_notional=5.0
+    )
     held = r.send(event_id="e2", occurred_at=1_500, world_alloc_after={"a": 0.3})
     assert held.held_worlds == ["a"]
     world = r.state.world("default", "a")
     assert world.held is not None
     assert world.held.pacing is None
     assert world.held.event_ids == ["e2"]
+    assert world.held.min_trade_notional == 5.0  # the paced move's options, the newer's win
     r.reach(210.0, first.intents[0]["plan_id"], 2_000)
     [work] = r.release(2_500)
     assert deltas(work) == [pytest.approx(-30.0)]  # from step 1's 0.35 to 0.3, whole
