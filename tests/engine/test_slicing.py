@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from service.engine import RebalanceEngine
 from service.engine.options import PacingRules
 from service.messages import DeltaIntent, allocation_event_adapter
+from service.messages.plan import PlanRecord
 from service.planner import PlannerOptions
 from service.planner.intents import intents_from_record
 from service.policies.pacing import slice_legs
@@ -116,6 +117,8 @@ def test_a_large_intent_is_published_as_slices_of_the_same_plan() -> None:
     record = work.records[0]
     assert record["plan_id"] == whole.records[0]["plan_id"]  # slicing leaves the id
     assert record["intent_ids"] == [s.intent_id for s in slices]
+    (key,) = PlanRecord.model_validate(published(record)).per_world["a"].deltas
+    assert [(leg.slice_index, leg.slice_count) for leg in key.legs] == [(k, 4) for k in range(4)]
     assert published(intents_from_record(record)) == published(work.intents)
     world = r.state.world("default", "a")
     assert world.in_flight is not None
