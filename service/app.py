@@ -48,7 +48,7 @@ from .api.changes import Changes
 from .api.routes import build_app
 from .api.server import ApiServer
 from .engine import EngineOptions, RebalanceEngine, Work
-from .engine.options import ApprovalRules
+from .engine.options import ApprovalRules, PaceRule, PacingRules
 from .errors import describe
 from .live.outlook import PolicyOutlook, world_outlooks
 from .live.runner import PolicyRunner
@@ -107,6 +107,23 @@ def approval_rules(settings: Settings) -> ApprovalRules:
     )
 
 
+def pacing_rules(settings: Settings) -> PacingRules:
+    """The configured pacing, as the engine reads it."""
+    pacing = settings.pacing
+
+    def rule(share: float | None, steps: int, ratio: float | None) -> PaceRule | None:
+        return None if share is None else PaceRule(share, steps, ratio)
+
+    scoped = {
+        (s.portfolio, s.world): rule(s.max_step_share, s.steps, s.ratio) for s in pacing.scopes
+    }
+    return PacingRules(
+        default=rule(pacing.max_step_share, pacing.steps, pacing.ratio),
+        portfolios={p: r for (p, w), r in scoped.items() if w is None},
+        worlds={(p, w): r for (p, w), r in scoped.items() if w is not None},
+    )
+
+
 class RebalancerApp:
     """One instance of the rebalancing service: its parts, started and stopped in order."""
 
@@ -131,6 +148,8 @@ class RebalancerApp:
                 plan_settle_timeout_ms=settings.plan_settle_timeout_ms,
                 max_snapshot_age_ms=settings.max_snapshot_age_ms,
                 approval=approval_rules(settings),
+                pacing=pacing_rules(settings),
+                max_slice_notional=settings.slicing.max_slice_notional,
             ),
         )
         self.writer_id = uuid.uuid4().hex

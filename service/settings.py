@@ -30,7 +30,7 @@ from pydantic_settings import (
 
 from .errors import InputError, describe
 from .live.config import PolicySettings
-from .messages._types import Name
+from .messages._types import MAX_AMOUNT, Name
 from .planner import PlannerOptions
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
@@ -215,6 +215,80 @@ class CostSettings(BaseModel):
     )
 
 
+class PacingScope(BaseModel):
+    """Pacing for one portfolio, or one of its worlds, instead of the section's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    portfolio: Name
+    world: Name | None = None
+    max_step_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000,
+        allow_inf_nan=False,
+        description="As the section's; unset turns pacing off for this scope.",
+    )
+    steps: int = Field(default=3, ge=2, le=100)
+    ratio: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+
+
+class PacingSettings(BaseModel):
+    """Pacing: a large allocation move spread over front-loaded steps, each its own plan,
+    each planned once the previous one is reached. Off unless ``max_step_share`` is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_step_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000,
+        allow_inf_nan=False,
+        description="A move of a world larger than this share of its current allocation "
+        "(|after - before| / before, or the largest strategy weight's move over it) is "
+        "paced; unset: never.",
+    )
+    steps: int = Field(default=3, ge=2, le=100, description="How many steps a paced move has.")
+    ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Each step this times the previous one (geometric); unset: linear "
+        "(steps, steps - 1, ..., 1 over their sum).",
+    )
+    scopes: list[PacingScope] = Field(
+        default_factory=list,
+        description="Per portfolio or world settings; a world's wins over its portfolio's, "
+        "which wins over the section's.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_scopes(self) -> PacingSettings:
+        seen: set[tuple[str, str | None]] = set()
+        for i, scope in enumerate(self.scopes):
+            where = (scope.portfolio, scope.world)
+            if where in seen:
+                raise ValueError(f"scopes.{i}: {where} is given twice")
+            seen.add(where)
+        return self
+
+
+class SlicingSettings(BaseModel):
+    """Slicing: an intent above ``max_slice_notional`` is published as slices, in whole lots,
+    which execution nodes trade one after the other. Off unless it is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_slice_notional: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_AMOUNT,
+        allow_inf_nan=False,
+        description="The largest notional of one slice; unset: intents are not sliced.",
+    )
+
+
 class ExecutionSettings(BaseModel):
     """The execution nodes (``rebalancer execute``): their HTTP endpoints and heartbeats."""
 
@@ -361,6 +435,8 @@ class Settings(BaseSettings):
     costs: CostSettings = CostSettings()
     execution: ExecutionSettings = ExecutionSettings()
     notifications: NotificationSettings = NotificationSettings()
+    pacing: PacingSettings = PacingSettings()
+    slicing: SlicingSettings = SlicingSettings()
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
     policies: PolicySettings = PolicySettings()

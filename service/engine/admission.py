@@ -25,6 +25,7 @@ from ..state.allocations import (
     AllocationState,
     HeldChange,
     HoldReason,
+    Pacing,
     PortfolioState,
     WorldState,
 )
@@ -42,6 +43,8 @@ class Requested:
     alloc_before: float | None = None
     strategy_after: Mapping[str, float] | None = None
     strategy_before: Mapping[str, float] | None = None
+    pacing: Pacing | None = None
+    """Set when this move is a step of a paced move (planned as it is, never paced again)."""
 
     def waiting(self, basis: Waiting) -> HeldChange:
         """This move as a world's held change, waiting as ``basis`` says."""
@@ -59,6 +62,7 @@ class Requested:
             min_trade_notional=asked.min_trade_notional,
             lot_size_by_symbol=dict(asked.lot_size_by_symbol or {}) or None,
             requested_by=basis.requested_by,
+            pacing=self.pacing,
         )
 
 
@@ -102,7 +106,8 @@ def admit(state: AllocationState, event: AllocationEvent) -> Admitted:
         )
     assert isinstance(event, StrategyWeightsUpdated)
     ws = state.world(event.portfolio_id, event.world_id)
-    limit = ws.held.alloc_after if ws.held and ws.held.alloc_after is not None else ws.alloc
+    final = ws.held.final_alloc() if ws.held else None
+    limit = final if final is not None else ws.alloc
     total = sum(event.strategy_alloc_after_total.values())
     if limit is not None and total > limit + SUM_TOLERANCE:
         raise InputError(
@@ -124,7 +129,7 @@ def _check_world_sums(state: AllocationState, event: WorldAllocationsChanged) ->
     for ws in state.portfolio_worlds(event.portfolio_id):
         if ws.world_id in event.world_alloc_after:
             continue
-        pending = ws.held.alloc_after if ws.held and ws.held.alloc_after is not None else None
+        pending = ws.held.final_alloc() if ws.held else None
         others += pending if pending is not None else (ws.alloc or 0.0)
     total = others + sum(event.world_alloc_after.values())
     if total > 1 + SUM_TOLERANCE:

@@ -172,8 +172,8 @@ class Approvals:
         self, proposed: ProposedPlan, portfolio: PortfolioState, by: str, reason: str, now_ms: int
     ) -> tuple[Json, list[WorldState]]:
         """The record to publish (as proposed, ``approved``) and the worlds as publishing it
-        leaves them: the proposal's allocations and plan in flight (from now) on the worlds
-        as they are."""
+        leaves them: the proposal's allocations, plan in flight (from now) and next paced
+        step on the worlds as they are."""
         record = decided(proposed.record, "approved", by, reason, now_ms)
         out = []
         for after, ws in zip(proposed.terms.worlds, self.worlds(proposed), strict=True):
@@ -184,7 +184,7 @@ class Approvals:
                 "in_flight": None
                 if flight is None
                 else flight.model_copy(update={"planned_at": now_ms}),
-                "held": None,
+                "held": after.held,  # the next step of a paced move, if the plan is a step
                 "proposal": None,
             }
             out.append(checked(ws.model_copy(update=update)))

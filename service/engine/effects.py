@@ -53,6 +53,8 @@ from ..state.snapshots import SnapshotTable
 from .admission import Requested, Waiting, checked
 from .approval import Approvals, proposal_entry
 from .options import EngineOptions, EventOptions
+from .pacing import as_step, next_step, paced_steps, step_waiting
+from .slicing import sliced_record
 from .work import Held, Json, Outcome, Work
 
 
@@ -140,6 +142,9 @@ class PlanRequest:
     approvable: bool = True
     """Whether the plan is proposed rather than published where approval is required
     (a flatten, an emergency exit, never waits for an approver)."""
+    paceable: bool = False
+    """Whether a large move is paced (``[pacing]``): allocation changes are, an operator's
+    command (a flatten, a rebalance) is carried out whole."""
 
     def held_changes(self) -> dict[str, HeldChange]:
         """The requested moves as held changes: what a proposal's worlds keep while they wait
@@ -170,20 +175,37 @@ class Effects:
         the planner refuses or the new state would be invalid."""
         state, trigger = self.sources.state, request.trigger
         changes = []
+        following: dict[str, HeldChange] = {}
+        waiting = step_waiting(
+            trigger.event_ids,
+            trigger.now_ms,
+            trigger.total_equity,
+            trigger.occurred_at,
+            request.asked,
+            trigger.requested_by,
+        )
         for req in request.requested:
             ws = state.world(trigger.portfolio_id, req.world_id)
             before = ws.alloc if ws.alloc is not None else req.alloc_before
-            after = req.alloc_after if req.alloc_after is not None else before
             strategy_before = ws.strategy_alloc or (
                 dict(req.strategy_before) if req.strategy_before is not None else None
             )
+            steps = None
+            if request.paceable and req.pacing is None:
+                rule = self.sources.options.pacing.rule(trigger.portfolio_id, req.world_id)
+                steps = paced_steps(rule, before, strategy_before, req)
+            step = req if steps is None else as_step(req, steps[0], None)
+            then = next_step(req, steps, waiting)
+            if then is not None:
+                following[req.world_id] = then
+            after = step.alloc_after if step.alloc_after is not None else before
             changes.append(
                 WorldChange(
                     world_id=req.world_id,
                     alloc_before=before,
                     alloc_after=after,
                     strategy_before=strategy_before,
-                    strategy_after=req.strategy_after,
+                    strategy_after=step.strategy_after,
                 )
             )
         options = request.asked.applied_to(self.sources.options.planner)
@@ -194,7 +216,7 @@ class Effects:
         context = trigger.context(changes, positions, options, reduce_only)
         plan = run_planner(self.sources.planner, context)
         proposal = request.held_changes() if request.approvable else None
-        return self.commit(plan, trigger, request.basis, proposal)
+        return self.commit(plan, trigger, request.basis, proposal, following)
 
     def commit(
         self,
@@ -202,10 +224,12 @@ class Effects:
         trigger: Trigger,
         basis: Basis,
         proposal: Mapping[str, HeldChange] | None = None,
+        following: Mapping[str, HeldChange] | None = None,
     ) -> Work:
         """A plan's work: its intents, record, write-ahead and new state; or, where a planned
         world needs approval and ``proposal`` gives each planned world's change as it would
-        wait, the work of proposing it.
+        wait, the work of proposing it. ``following``: per world, the next step of a paced
+        move, which the world holds once this plan is out.
 
         An external change sets each planned world's allocations to the plan's (in
         reduce-only too: what the plan held is the growth, not the allocation); a policy's
@@ -215,6 +239,9 @@ class Effects:
         portfolio_id = trigger.portfolio_id
         policy = trigger.event if isinstance(trigger.event, PolicyRebalance) else None
         record = plan.wire
+        max_slice = self.sources.options.max_slice_notional
+        if max_slice is not None:
+            record = sliced_record(record, max_slice, plan.context.options)
         if policy is not None:
             record["policy"] = policy.model_dump(mode="json")
         if trigger.command is not None:
@@ -240,7 +267,7 @@ class Effects:
                 )
                 if has_intents
                 else None,
-                "held": None,
+                "held": (following or {}).get(scale.world_id),
                 "proposal": None,
             }
             if policy is None:

@@ -109,7 +109,7 @@ class RebalanceEngine:
                 now_ms=now_ms,
             )
             basis = Basis(portfolio, held_states)
-            request = PlanRequest(trigger, to_plan, EventOptions.of(event), basis)
+            request = PlanRequest(trigger, to_plan, EventOptions.of(event), basis, paceable=True)
             work = self._effects.plan(request).with_held(held)
         else:
             assert held is not None  # an event moves at least one world

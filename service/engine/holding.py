@@ -10,7 +10,7 @@ affected strategy reports the plan), by the settle timeout, or by fresh snapshot
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..messages import PolicyRebalance
 from ..messages.allocation import AllocationEvent
@@ -132,6 +132,8 @@ def coalesce(
         return fresh.model_copy(
             update={"event_ids": [*held.event_ids, event.event_id], "since": held.since}
         )
+    if held.pacing is not None:
+        return _supersede_steps(held, req, arrival)
     merged = dict(held.strategy_after or {})
     merged.update(req.strategy_after or {})
     options = EventOptions.of_held([held]).then(EventOptions.of(event))
@@ -145,6 +147,32 @@ def coalesce(
         "lot_size_by_symbol": dict(options.lot_size_by_symbol or {}) or None,
     }
     return held.model_copy(update=update)
+
+
+def _supersede_steps(held: HeldChange, req: Requested, arrival: Arrival) -> HeldChange:
+    """A newer change for a world in the middle of a paced move: the steps not yet planned
+    are dropped, and the world goes from where its last planned step left it to the newer
+    change's allocation (a change that names none, strategy weights only, keeps the paced
+    move's end), paced again if that is large, with the options of both (the newer's win). It
+    still waits for the step in flight."""
+    final = held.pacing.final(held) if held.pacing is not None else None
+    alloc = req.alloc_after
+    merged: dict[str, float] = {}
+    if final is not None:
+        alloc = alloc if alloc is not None else final.alloc_after
+        merged.update(final.strategy_after or {})
+    merged.update(req.strategy_after or {})
+    fresh = _held_anew(
+        replace(req, alloc_after=alloc, strategy_after=merged or None), arrival, held.reason
+    )
+    options = EventOptions.of_held([held]).then(EventOptions.of(arrival.event))
+    return fresh.model_copy(
+        update={
+            "since": held.since,
+            "min_trade_notional": options.min_trade_notional,
+            "lot_size_by_symbol": dict(options.lot_size_by_symbol or {}) or None,
+        }
+    )
 
 
 def _held_anew(req: Requested, arrival: Arrival, reason: HoldReason) -> HeldChange:
@@ -204,8 +232,8 @@ def release_request(
         requested_by=asker,
     )
     requested = [
-        Requested(w, h.alloc_after, h.alloc_before, h.strategy_after, h.strategy_before)
+        Requested(w, h.alloc_after, h.alloc_before, h.strategy_after, h.strategy_before, h.pacing)
         for w, h in held
     ]
     asked = EventOptions.of_held(sorted(changes, key=lambda h: h.occurred_at))
-    return PlanRequest(trigger, requested, asked, Basis(portfolio))
+    return PlanRequest(trigger, requested, asked, Basis(portfolio), paceable=True)

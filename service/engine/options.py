@@ -29,6 +29,33 @@ class ApprovalRules:
 
 
 @dataclass(frozen=True)
+class PaceRule:
+    """How one world's large moves are paced: a move above ``max_step_share`` of the world
+    goes in ``steps`` front-loaded steps (``ratio``: geometric, else linear)."""
+
+    max_step_share: float
+    steps: int = 3
+    ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class PacingRules:
+    """Which rule paces each world: a world's own, else its portfolio's, else the default
+    (``None`` at any level: not paced). Empty, nothing is paced."""
+
+    default: PaceRule | None = None
+    portfolios: Mapping[str, PaceRule | None] = field(default_factory=dict)
+    worlds: Mapping[tuple[str, str], PaceRule | None] = field(default_factory=dict)
+
+    def rule(self, portfolio_id: str, world_id: str) -> PaceRule | None:
+        if (portfolio_id, world_id) in self.worlds:
+            return self.worlds[(portfolio_id, world_id)]
+        if portfolio_id in self.portfolios:
+            return self.portfolios[portfolio_id]
+        return self.default
+
+
+@dataclass(frozen=True)
 class EngineOptions:
     """The service settings the engine needs."""
 
@@ -39,6 +66,9 @@ class EngineOptions:
     max_snapshot_age_ms: int | None = None
     """Snapshots older than this hold their world's changes (``None``: never)."""
     approval: ApprovalRules = field(default_factory=ApprovalRules)
+    pacing: PacingRules = field(default_factory=PacingRules)
+    max_slice_notional: float | None = None
+    """Intents above this notional are published as slices (``None``: never)."""
 
 
 @dataclass(frozen=True)

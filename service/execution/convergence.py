@@ -90,7 +90,7 @@ class Plans:
             if key[1] == self.venue:
                 if not target.done:
                     return False
-            elif not reached_elsewhere(
+            elif not target.complete or not reached_elsewhere(
                 key, target.final.target_qty, positions_of(key[0]), self.tolerance
             ):
                 return False

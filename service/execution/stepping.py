@@ -66,6 +66,17 @@ Step = Reached | GiveUp | Place
 """What a due leg needs."""
 
 
+def passed(leg: DeltaIntent, position: float) -> bool:
+    """Whether ``leg`` is a slice before its leg's last one whose target the venue already
+    holds or has gone past, in the leg's direction (after a restart, say): it is reached,
+    never traded back to its intermediate target."""
+    if leg.slice_index is None or leg.slice_count is None:
+        return False
+    if leg.slice_index >= leg.slice_count - 1:
+        return False
+    return position >= leg.target_qty if leg.delta_qty > 0 else position <= leg.target_qty
+
+
 def next_step(
     leg: DeltaIntent,
     *,
@@ -76,6 +87,8 @@ def next_step(
 ) -> Step:
     """The step for ``leg`` given the venue's ``position`` and the orders already sent for
     it (``attempts``)."""
+    if passed(leg, position):
+        return Reached()
     request = next_order(target=leg.target_qty, position=position, mark=leg.mark, rules=rules)
     if request is None:
         return Reached()

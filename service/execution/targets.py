@@ -4,7 +4,8 @@ Intents arrive at least once, in any order across partitions, and possibly after
 expire. The book keeps, per key, the legs of the newest plan it has seen (by the plan's
 ``created_at``, then ``plan_id``); an intent of an older plan, a repeated ``intent_id`` and
 an expired intent change nothing and are counted by the caller. Legs are reached in order:
-a ``close`` leg before the ``open`` leg that depends on it.
+a ``close`` leg before the ``open`` leg that depends on it, and the slices of a sliced leg
+(``slice_index``) one after the other.
 """
 
 from __future__ import annotations
@@ -33,40 +34,75 @@ def plan_order(intent: DeltaIntent) -> tuple[int, str]:
     return (intent.created_at, intent.plan_id)
 
 
+Slot = tuple[str, int]
+"""Where a leg sits in its key's target: (leg, slice_index), 0 for an unsliced leg."""
+
+LEG_ORDER = ("close", "adjust", "open")
+"""The order a key's legs are worked on (an open after the close it depends on)."""
+
+
+def slot(intent: DeltaIntent) -> Slot:
+    return (intent.leg, intent.slice_index or 0)
+
+
 @dataclass
 class KeyTarget:
-    """One key's target under one plan: its legs, and which are reached."""
+    """One key's target under one plan: its legs (each maybe in slices), and which are
+    reached."""
 
     plan_id: str
     order: tuple[int, str]
-    legs: dict[str, DeltaIntent] = field(default_factory=dict)
+    legs: dict[Slot, DeltaIntent] = field(default_factory=dict)
     reached: set[str] = field(default_factory=set)
     """intent_ids of legs reached (or given up as below the venue's minimums)."""
 
+    def _slices(self, name: str) -> list[DeltaIntent | None]:
+        """A leg's slices in order (one for an unsliced leg); None for one not arrived."""
+        present = [i for (n, _), i in self.legs.items() if n == name]
+        if not present:
+            return []
+        count = present[0].slice_count or 1
+        return [self.legs.get((name, k)) for k in range(count)]
+
     def active(self) -> DeltaIntent | None:
         """The leg to work on now: an unreached close, else the unreached open/adjust whose
-        dependency (if any) is reached. None when every known leg is reached, or when an
-        open leg waits for a close leg that has not arrived yet."""
-        for name in ("close", "adjust", "open"):
-            leg = self.legs.get(name)
-            if leg is None or leg.intent_id in self.reached:
-                continue
-            if leg.depends_on is not None and leg.depends_on not in self.reached:
-                return None
-            return leg
+        dependency (if any) is reached; of a sliced leg, its first unreached slice once the
+        slice before it is reached. None when every known leg is reached, or when a leg
+        waits for one that has not arrived yet (an open for its close, a slice for the
+        one before it)."""
+        for name in LEG_ORDER:
+            for leg in self._slices(name):
+                if leg is None:
+                    return None
+                if leg.intent_id in self.reached:
+                    continue
+                if leg.depends_on is not None and leg.depends_on not in self.reached:
+                    return None
+                return leg
         return None
 
     @property
+    def complete(self) -> bool:
+        """Whether every slice of every known leg has arrived."""
+        return all(leg is not None for name in LEG_ORDER for leg in self._slices(name))
+
+    @property
     def final(self) -> DeltaIntent:
-        """The leg whose target is the key's end state (open after close)."""
+        """The leg whose target is the key's end state (open after close; a sliced leg's
+        last slice that arrived)."""
         for name in ("open", "adjust", "close"):
-            if name in self.legs:
-                return self.legs[name]
+            slices = [leg for leg in self._slices(name) if leg is not None]
+            if slices:
+                return slices[-1]
         raise LookupError("a key target without legs")
 
     @property
     def done(self) -> bool:
-        return bool(self.legs) and all(i.intent_id in self.reached for i in self.legs.values())
+        return (
+            bool(self.legs)
+            and self.complete
+            and all(i.intent_id in self.reached for i in self.legs.values())
+        )
 
 
 class TargetBook:
@@ -91,7 +127,7 @@ class TargetBook:
         if held is None or order > held.order:
             result = Offer.SUPERSEDED if held is not None and not held.done else Offer.ACCEPTED
             held = self.keys[key] = KeyTarget(plan_id=intent.plan_id, order=order)
-        held.legs[intent.leg] = intent
+        held.legs[slot(intent)] = intent
         return result
 
     def finished(self, intent: DeltaIntent, now_ms: int) -> bool:

@@ -47,6 +47,15 @@ class DeltaIntent(Message):
         default=None, description="The intent_id that must be reached before this one starts."
     )
     strategy_breakdown: list[StrategyDelta] = Field(default_factory=list)
+    slice_index: int | None = Field(
+        default=None,
+        ge=0,
+        description="Set on a slice of a leg ([slicing] max_slice_notional): its place, "
+        "from 0. Slice k + 1 depends on slice k (depends_on) and is traded after it.",
+    )
+    slice_count: int | None = Field(
+        default=None, ge=2, description="How many slices the leg was cut into."
+    )
     created_at: EpochMs
     expires_at: EpochMs
 

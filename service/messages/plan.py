@@ -28,6 +28,12 @@ class PlannedLeg(Message):
     delta_qty: Quantity
     reduce_only: bool
     depends_on: Name | None = None
+    slice_index: int | None = Field(
+        default=None, ge=0, description="This slice's place (from 0), when the leg is sliced."
+    )
+    slice_count: int | None = Field(
+        default=None, ge=2, description="How many slices the leg was cut into."
+    )
 
 
 class KeyDelta(Message):

@@ -22,34 +22,36 @@ def key_intents(header: Json, world_id: str | None, key: Json, legs: list[Json])
     ``expires_at``; ``key`` is the key's entry of the plan record (venue, symbol, mark,
     notional, breakdown). Used by the planner and to rebuild intents from a record.
     """
-    out = []
+    out: list[Json] = []
     for leg in legs:
         notional = (
             key["notional"] if len(legs) == 1 else _money(abs(leg["delta_qty"]) * key["mark"])
         )
-        out.append(
-            {
-                "schema_version": 1,
-                "intent_id": leg["intent_id"],
-                "plan_id": header["plan_id"],
-                "event_id": header["event_id"],
-                "portfolio_id": header["portfolio_id"],
-                "world_id": world_id,
-                "venue": key["venue"],
-                "symbol": key["symbol"],
-                "current_qty": leg["current_qty"],
-                "target_qty": leg["target_qty"],
-                "delta_qty": leg["delta_qty"],
-                "mark": key["mark"],
-                "notional": notional,
-                "reduce_only": leg["reduce_only"],
-                "leg": leg["leg"],
-                "depends_on": leg["depends_on"],
-                "strategy_breakdown": key["strategy_breakdown"],
-                "created_at": header["created_at"],
-                "expires_at": header["expires_at"],
-            }
-        )
+        intent: Json = {
+            "schema_version": 1,
+            "intent_id": leg["intent_id"],
+            "plan_id": header["plan_id"],
+            "event_id": header["event_id"],
+            "portfolio_id": header["portfolio_id"],
+            "world_id": world_id,
+            "venue": key["venue"],
+            "symbol": key["symbol"],
+            "current_qty": leg["current_qty"],
+            "target_qty": leg["target_qty"],
+            "delta_qty": leg["delta_qty"],
+            "mark": key["mark"],
+            "notional": notional,
+            "reduce_only": leg["reduce_only"],
+            "leg": leg["leg"],
+            "depends_on": leg["depends_on"],
+            "strategy_breakdown": key["strategy_breakdown"],
+            "created_at": header["created_at"],
+            "expires_at": header["expires_at"],
+        }
+        if "slice_index" in leg:  # only then: an unsliced intent keeps its bytes
+            intent["slice_index"] = leg["slice_index"]
+            intent["slice_count"] = leg["slice_count"]
+        out.append(intent)
     return out
 
 

@@ -194,3 +194,50 @@ def slice_intent(
         out.append(child)
         current, depends_on = target, child_id
     return out
+
+
+def slice_legs(
+    legs: list[dict[str, Any]], mark: float, max_notional: float, lot: float | None = None
+) -> list[dict[str, Any]]:
+    """A traded key's legs (plan record ``legs``) with each leg above ``max_notional`` cut
+    into slices (``slice_quantity``), in order.
+
+    A slice walks from the end of the one before it; the first depends on what the leg
+    depended on, each next one on the slice before, and a leg that depended on a sliced leg
+    (an open after its close) depends on that leg's last slice. Slices carry
+    ``slice_index``/``slice_count`` and ids derived from the leg's, so slicing the same plan
+    again gives the same slices. A leg that fits, or that cannot be cut as asked (one lot is
+    worth more than ``max_notional``, or it is not a whole number of lots), stays whole.
+    """
+    out: list[dict[str, Any]] = []
+    last_slice: dict[str, str] = {}
+    for leg in legs:
+        depends_on = leg["depends_on"]
+        depends_on = last_slice.get(depends_on, depends_on) if depends_on else depends_on
+        try:
+            pieces = slice_quantity(float(leg["delta_qty"]), mark, max_notional, lot)
+        except PolicyError:
+            pieces = []
+        if len(pieces) <= 1:
+            out.append({**leg, "depends_on": depends_on})
+            continue
+        current = float(leg["current_qty"])
+        for k, piece in enumerate(pieces):
+            last = k == len(pieces) - 1
+            target = float(leg["target_qty"]) if last else round(current + piece, 12) + 0.0
+            child_id = _slice_id(str(leg["intent_id"]), k)
+            out.append(
+                {
+                    **leg,
+                    "intent_id": child_id,
+                    "current_qty": current,
+                    "target_qty": target,
+                    "delta_qty": piece + 0.0,
+                    "depends_on": depends_on,
+                    "slice_index": k,
+                    "slice_count": len(pieces),
+                }
+            )
+            current, depends_on = target, child_id
+        last_slice[str(leg["intent_id"])] = str(depends_on)
+    return out

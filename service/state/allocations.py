@@ -102,6 +102,31 @@ class InFlight(Message):
     planned_at: EpochMs
 
 
+class PacedStep(Message):
+    """One step of a paced move: where the world's allocation and strategy weights go."""
+
+    alloc_after: Ratio | None = None
+    strategy_after: dict[Name, Ratio] | None = None
+
+
+class Pacing(Message):
+    """A held change that is a step of a paced move (``[pacing]``): which step it is, and
+    the steps after it. Kept in the changelog state, so a restarted or new owner goes on
+    with the next step instead of planning the whole move again."""
+
+    step: int = Field(ge=2, description="This step's number (the first is planned at once).")
+    steps: int = Field(ge=2, description="How many steps the move has in all.")
+    remaining: list[PacedStep] = Field(
+        default_factory=list, description="The steps after this one, in order."
+    )
+
+    def final(self, held: HeldChange) -> PacedStep:
+        """Where the whole move ends: the last remaining step, or ``held`` itself."""
+        if self.remaining:
+            return self.remaining[-1]
+        return PacedStep(alloc_after=held.alloc_after, strategy_after=held.strategy_after)
+
+
 class HeldChange(Message):
     """Allocation changes waiting for a world's plan in flight or for fresh snapshots.
 
@@ -133,6 +158,17 @@ class HeldChange(Message):
         default=None,
         description="Who asked for the change, when a command or a policy did (four-eyes).",
     )
+    pacing: Pacing | None = Field(
+        default=None,
+        description="Set when the change is the next step of a paced move: it waits for the "
+        "previous step's plan to be reached (reason plan_in_flight).",
+    )
+
+    def final_alloc(self) -> float | None:
+        """The world allocation the change ends at (a paced move's last step's)."""
+        if self.pacing is None:
+            return self.alloc_after
+        return self.pacing.final(self).alloc_after
 
 
 class WorldState(Message):

@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.app import approval_rules
+from service.app import approval_rules, pacing_rules
+from service.engine.options import PaceRule
 from service.errors import InputError
 from service.live.config import PolicySettings
 from service.planner import PlannerOptions
@@ -19,8 +20,10 @@ from service.settings import (
     CostSettings,
     ExecutionSettings,
     NotificationSettings,
+    PacingSettings,
     Security,
     Settings,
+    SlicingSettings,
     Topics,
     load_settings,
 )
@@ -36,6 +39,8 @@ def test_default_toml_states_the_code_defaults() -> None:
     assert CostSettings.model_validate(data["costs"]) == CostSettings()
     assert ExecutionSettings.model_validate(data["execution"]) == ExecutionSettings()
     assert NotificationSettings.model_validate(data["notifications"]) == NotificationSettings()
+    assert PacingSettings.model_validate(data["pacing"]) == PacingSettings()
+    assert SlicingSettings.model_validate(data["slicing"]) == SlicingSettings()
     sections = {
         "planner",
         "topics",
@@ -46,6 +51,8 @@ def test_default_toml_states_the_code_defaults() -> None:
         "costs",
         "execution",
         "notifications",
+        "pacing",
+        "slicing",
     }
     defaults = {
         name: field.default for name, field in Settings.model_fields.items() if name not in sections
@@ -289,4 +296,51 @@ def test_bad_webhooks_are_refused_naming_the_key(monkeypatch: pytest.MonkeyPatch
     twice = [{"name": "a", "url": "http://x", "secret": "k"}] * 2
     monkeypatch.setenv("REBALANCER_NOTIFICATIONS__WEBHOOKS", orjson.dumps(twice).decode())
     with pytest.raises(InputError, match="used more than once"):
+        load_settings()
+
+
+def test_pacing_and_slicing_are_off_by_default() -> None:
+    settings = load_settings()
+    assert pacing_rules(settings).rule("any", "w") is None
+    assert settings.slicing.max_slice_notional is None
+
+
+def test_pacing_and_slicing_load_from_the_environment_and_become_the_engine_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REBALANCER_PACING__MAX_STEP_SHARE", "0.5")
+    monkeypatch.setenv("REBALANCER_PACING__STEPS", "4")
+    monkeypatch.setenv(
+        "REBALANCER_PACING__SCOPES",
+        '[{"portfolio": "p", "max_step_share": 0.2, "ratio": 0.5},'
+        ' {"portfolio": "p", "world": "w"}]',
+    )
+    monkeypatch.setenv("REBALANCER_SLICING__MAX_SLICE_NOTIONAL", "25000")
+    settings = load_settings()
+    rules = pacing_rules(settings)
+    assert rules.rule("other", "w") == PaceRule(0.5, 4, None)
+    assert rules.rule("p", "v") == PaceRule(0.2, 3, 0.5)
+    assert rules.rule("p", "w") is None  # the world's scope turns pacing off there
+    assert settings.slicing.max_slice_notional == 25_000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("REBALANCER_PACING__STEPS", "1", r"pacing\.steps"),
+        ("REBALANCER_PACING__MAX_STEP_SHARE", "0", r"pacing\.max_step_share"),
+        ("REBALANCER_PACING__RATIO", "1.5", r"pacing\.ratio"),
+        ("REBALANCER_SLICING__MAX_SLICE_NOTIONAL", "-1", r"slicing\.max_slice_notional"),
+        (
+            "REBALANCER_PACING__SCOPES",
+            '[{"portfolio": "p"}, {"portfolio": "p"}]',
+            r"pacing.*scopes\.1: \('p', None\) is given twice",
+        ),
+    ],
+)
+def test_bad_pacing_and_slicing_settings_are_refused_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InputError, match=message):
         load_settings()

@@ -190,3 +190,72 @@ def test_attributed_shares_add_up_to_the_fills(
     for fill in fills:
         ledger.attribute(("v", "X"), fill, shares)
     assert ledger.total(["w"], ("v", "X")) == pytest.approx(math.fsum(fills), abs=1e-9)
+
+
+# -- slices ------------------------------------------------------------------------------------
+
+
+def slices(count: int, start: float = 0.0, step: float = 1.0) -> list[DeltaIntent]:
+    out = []
+    for k in range(count):
+        out.append(
+            intent(
+                intent_id=f"s{k}",
+                current_qty=start + k * step,
+                target_qty=start + (k + 1) * step,
+                delta_qty=step,
+                reduce_only=False,
+                depends_on=f"s{k - 1}" if k else None,
+                slice_index=k,
+                slice_count=count,
+            )
+        )
+    return out
+
+
+@given(st.randoms(use_true_random=False))
+def test_slices_are_worked_in_order_whatever_the_arrival_order(random: Any) -> None:
+    book = TargetBook()
+    parts = slices(4)
+    arrival = list(parts)
+    random.shuffle(arrival)
+    for i in arrival[:-1]:
+        book.offer(i, 2_000)
+    (target,) = book.keys.values()
+    missing = arrival[-1].slice_index
+    assert missing is not None
+    assert not target.complete
+    for k in range(missing):  # slices before the missing one go, then the key waits for it
+        leg = target.active()
+        assert leg is not None
+        assert leg.slice_index == k
+        target.reached.add(leg.intent_id)
+    assert target.active() is None
+    assert not target.done
+    book.offer(arrival[-1], 2_000)
+    assert target.complete
+    for k in range(missing, 4):
+        leg = target.active()
+        assert leg is not None
+        assert leg.slice_index == k
+        target.reached.add(leg.intent_id)
+    assert target.active() is None
+    assert target.done
+    assert target.final.intent_id == "s3"
+
+
+def test_a_slice_the_venue_has_gone_past_is_reached_not_traded_back() -> None:
+    from service.execution import Place, Reached, next_step
+
+    rules = VenueRules()
+    first, _, last = slices(3, start=0.0, step=2.0)
+    assert isinstance(
+        next_step(first, position=4.0, rules=rules, attempts=0, max_retries=3), Reached
+    )
+    step = next_step(first, position=1.0, rules=rules, attempts=0, max_retries=3)
+    assert isinstance(step, Place)
+    assert step.request.qty == 1.0
+    # the last slice is the leg's target: an overshoot is traded back, as for any leg
+    back = next_step(last, position=7.0, rules=rules, attempts=0, max_retries=3)
+    assert isinstance(back, Place)
+    assert back.request.qty == -1.0
