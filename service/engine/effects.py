@@ -58,6 +58,15 @@ from .slicing import sliced_record
 from .work import Held, Json, Outcome, Work
 
 
+def _hashed_event(event: AllocationEvent | PolicyRebalance | OperatorCommand) -> Json:
+    """The event as its plan's trigger bytes name it: fields added since plan ids were pinned
+    (a policy event's ``estimate``) only when set, so an event without them keeps its id."""
+    data: Json = event.model_dump(mode="json")
+    if data.get("estimate", True) is None:
+        del data["estimate"]
+    return data
+
+
 @dataclass(frozen=True)
 class Sources:
     """What the engine decides from: the service's state, the latest snapshots, its settings
@@ -100,7 +109,7 @@ class Trigger:
         what shrinks exposure. The trigger bytes cover the event, the events coalesced, the
         changes and the reduce-only worlds: the same input gives the same plan id."""
         trigger: Json = {
-            "event": None if self.event is None else self.event.model_dump(mode="json"),
+            "event": None if self.event is None else _hashed_event(self.event),
             "event_ids": list(self.event_ids),
             "changes": [vars(c) for c in changes],
         }
