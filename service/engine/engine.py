@@ -30,6 +30,7 @@ from . import notices
 from .admission import Requested, admit, before_differs, checked
 from .commands import Commands
 from .effects import Basis, Effects, PlanRequest, Sources, Trigger, resume
+from .equity import Equity
 from .holding import Arrival, Holding, coalesce, release_request
 from .options import EngineOptions, EventOptions
 from .policy import PolicyCorrections
@@ -61,6 +62,11 @@ class RebalanceEngine:
         prepare = getattr(self.planner, "prepare", None)
         if prepare is not None:
             prepare(table, self.options.planner)
+
+    def equity(self, portfolio_id: str) -> Equity:
+        """The equity policies weigh the portfolio's worlds against: measured from the
+        snapshots, else the last allocation event's (``equity.portfolio_equity``)."""
+        return self._policies.equity(portfolio_id)
 
     def busy(self, ws: WorldState, now_ms: int) -> bool:
         """Whether a world has work under way: a policy runner leaves it alone until then."""

@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ..engine.equity import EquitySource, portfolio_equity
 from ..messages import AllocationTarget
 from ..policies.calendar import Cadence, period_numbers
 from ..policies.measure import holdings, label
@@ -40,6 +41,16 @@ class PolicyOutlook(BaseModel):
         description="Measured weights by asset ('world': the world's share of total equity).",
     )
     targets: dict[str, float] = Field(default_factory=dict)
+    equity: float | None = Field(
+        default=None,
+        description="The portfolio equity the world is weighed against (allocation-based "
+        "targets): measured from the snapshots (positions times marks plus cash), else the "
+        "last allocation event's total_equity.",
+    )
+    equity_source: EquitySource | None = Field(
+        default=None, description="measured, event (the snapshots' figure is incomplete) or none."
+    )
+    equity_detail: str = Field(default="", description="Why the measured equity was not used.")
     drift: dict[str, float] = Field(
         default_factory=dict, description="Per asset, the drift the band is compared with."
     )
@@ -84,21 +95,30 @@ def outlook(
         checks_every_ms=interval,
         next_check_at=_next_look(rule, ws.policy_triggers, now_ms, interval),
     )
-    equity = state.portfolio(rule.portfolio_id).total_equity or 0.0
+    measured = portfolio_equity(state, snapshots, rule.portfolio_id)
+    equity = measured.value
+    base = base.model_copy(
+        update={
+            "equity": equity,
+            "equity_source": measured.source,
+            "equity_detail": measured.detail,
+        }
+    )
     target = rule.target
     if isinstance(target, AllocationTarget) or target.base == "allocation":
         if ws.alloc is None:
             return base.model_copy(update={"detail": "the service has no allocation for it"})
         if not equity > 0:
-            return base.model_copy(update={"detail": "the portfolio's equity is not known"})
+            detail = f"the portfolio's equity is not known: {measured.detail}"
+            return base.model_copy(update={"detail": detail})
     held = holdings(snapshots.positions([world_id]), world_id)
     if held.missing_marks:
         missing = ", ".join(label(k) for k in held.missing_marks)
         return base.model_copy(update={"detail": f"no mark for {missing}"})
-    measured = PolicyRunner.measure(rule, ws, held, equity)
-    if isinstance(measured, str):
-        return base.model_copy(update={"detail": measured})
-    weights, targets = measured
+    weighed = PolicyRunner.measure(rule, ws, held, equity)
+    if isinstance(weighed, str):
+        return base.model_copy(update={"detail": weighed})
+    weights, targets = weighed
     update: dict[str, object] = {"weights": weights, "targets": targets, "status": "calendar"}
     band = _band(rule)
     if band is not None:

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from ..engine import RebalanceEngine
+from ..engine.equity import Equity
 from ..messages import AllocationTarget, PolicyRebalance
 from ..planner.ids import hex_id
 from ..policies.calendar import Cadence, period_numbers
@@ -73,6 +74,8 @@ class Evaluation:
     outcome: Outcome
     detail: str = ""
     event: PolicyRebalance | None = None
+    equity: Equity | None = None
+    """The portfolio equity the world was weighed against (measured, else the event's)."""
 
 
 @dataclass(frozen=True)
@@ -127,23 +130,31 @@ class PolicyRunner:
     ) -> list[Evaluation]:
         """Evaluate the rules of owned portfolios, for ``worlds`` only when given."""
         out = []
+        equities: dict[str, Equity] = {}  # measured once per portfolio and evaluation
         for rule in self.rules:
             if not owns(rule.portfolio_id):
                 continue
             for world_id in rule.worlds:
                 if worlds is None or world_id in worlds:
-                    out.append(self._evaluate(rule, world_id, now_ms))
+                    pid = rule.portfolio_id
+                    if pid not in equities:
+                        equities[pid] = self.engine.equity(pid)
+                    out.append(self._evaluate(rule, world_id, now_ms, equities[pid]))
         return out
 
     # -- one world ------------------------------------------------------------------------------
 
-    def _evaluate(self, rule: PolicyRule, world_id: str, now_ms: int) -> Evaluation:
+    def _evaluate(
+        self, rule: PolicyRule, world_id: str, now_ms: int, portfolio_equity: Equity
+    ) -> Evaluation:
         portfolio_id = rule.portfolio_id
         key = (portfolio_id, world_id)
         state = self.engine.state
 
         def answer(outcome: Outcome, detail: str = "") -> Evaluation:
-            return Evaluation(rule.name, portfolio_id, world_id, outcome, detail)
+            return Evaluation(
+                rule.name, portfolio_id, world_id, outcome, detail, None, portfolio_equity
+            )
 
         sent = self._published.get(key)
         if sent is not None:
@@ -156,12 +167,14 @@ class PolicyRunner:
         if self.engine.busy(ws, now_ms):
             return answer("busy", "a held change or a plan not yet reached")
         target = rule.target
-        equity = state.portfolio(portfolio_id).total_equity or 0.0
+        equity = portfolio_equity.value
         if isinstance(target, AllocationTarget) or target.base == "allocation":
             if ws.alloc is None:
                 return answer("no_allocation", "the service has no allocation for the world")
             if not equity > 0:
-                return answer("no_equity", "the portfolio's total equity is not known")
+                return answer(
+                    "no_equity", f"the portfolio's equity is not known: {portfolio_equity.detail}"
+                )
         last = ws.policy_triggers[-1] if ws.policy_triggers else None
         look = None if isinstance(rule.trigger, RegimeTrigger) else self.look(rule)
         if look is not None and (why := self._not_due(look, key, last, now_ms)):
@@ -195,6 +208,9 @@ class PolicyRunner:
             reason = f"out of band: {_describe(weights, targets, look.band, out)}"
         elif look.cadence is not None:
             reason = f"{look.cadence} calendar"
+        uses_equity = isinstance(target, AllocationTarget) or target.base == "allocation"
+        if uses_equity and portfolio_equity.source != "measured":
+            reason += f"; weighed against the event's {portfolio_equity.describe()}"
         throttled = self._throttled(rule, ws, now_ms)
         if throttled:
             return answer("throttled", throttled)
@@ -217,7 +233,9 @@ class PolicyRunner:
             measured=weights,
             targets=targets,
         )
-        return Evaluation(rule.name, portfolio_id, world_id, "triggered", reason, event)
+        return Evaluation(
+            rule.name, portfolio_id, world_id, "triggered", reason, event, portfolio_equity
+        )
 
     @staticmethod
     def measure(
