@@ -25,6 +25,7 @@ from ..state.allocations import (
     portfolio_key,
     world_key,
 )
+from ..state.policy_memory import PolicyMemory, policy_key
 from ..state.snapshots import SnapshotTable
 from . import notices
 from .admission import Requested, admit, before_differs, checked
@@ -177,6 +178,19 @@ class RebalanceEngine:
                 Work(Outcome.REACHED, portfolio_id=portfolio_id, state=state, notifications=notes)
             )
         return out
+
+    @staticmethod
+    def remember(memories: Iterable[PolicyMemory]) -> list[Work]:
+        """Per portfolio, the work that writes what its live policies looked at (the runner's
+        ``Evaluation.memory``) to the changelog: state only, nothing published."""
+        found: dict[str, list[Record]] = {}
+        for memory in memories:
+            record = (policy_key(memory.portfolio_id, memory.world_id), encode(memory))
+            found.setdefault(memory.portfolio_id, []).append(record)
+        return [
+            Work(Outcome.REMEMBERED, portfolio_id=portfolio_id, state=state)
+            for portfolio_id, state in found.items()
+        ]
 
     @staticmethod
     def resume(pending: PendingPlan) -> Work:

@@ -19,9 +19,10 @@ from ..policies.calendar import Cadence, period_numbers
 from ..policies.measure import holdings, label
 from ..policies.triggers import DriftBand
 from ..state.allocations import AllocationState
+from ..state.policy_memory import PolicyMemory
 from ..state.snapshots import SnapshotTable
 from .config import PolicyRule, PolicySettings, RegimeTrigger
-from .runner import DAY_MS, PolicyRunner, period
+from .runner import DAY_MS, Look, PolicyRunner, period, regime_of
 
 Status = Literal["in_band", "out_of_band", "calendar", "unmeasured"]
 
@@ -87,13 +88,14 @@ def outlook(
     """What ``rule`` sees of the world now, and when it looks next."""
     interval = settings.check_interval_ms
     ws = state.world(rule.portfolio_id, world_id)
+    memory = state.policy_memory(rule.portfolio_id, world_id)
     trigger = rule.trigger
     base = PolicyOutlook(
         policy=rule.name,
         trigger=trigger.kind,
         status="unmeasured",
         checks_every_ms=interval,
-        next_check_at=_next_look(rule, ws.policy_triggers, now_ms, interval),
+        next_check_at=_next_look(rule, ws.policy_triggers, memory, now_ms, interval),
     )
     measured = portfolio_equity(state, snapshots, rule.portfolio_id)
     equity = measured.value
@@ -120,7 +122,7 @@ def outlook(
         return base.model_copy(update={"detail": weighed})
     weights, targets = weighed
     update: dict[str, object] = {"weights": weights, "targets": targets, "status": "calendar"}
-    band = _band(rule)
+    band = _look(rule, memory).band
     if band is not None:
         out = band.out_of_band(weights, targets)
         threshold = band.threshold
@@ -131,29 +133,42 @@ def outlook(
             out_of_band=out,
             status="out_of_band" if out else "in_band",
         )
-    elif isinstance(trigger, RegimeTrigger):
-        update["detail"] = "its band follows the volatility regime, which the owner measures"
+    if isinstance(trigger, RegimeTrigger):
+        regime = regime_of(trigger, memory.samples)
+        samples = len(memory.samples.times)
+        update["detail"] = f"volatility regime {regime.name} ({samples} mark samples)"
     return base.model_copy(update=update)
 
 
-def _band(rule: PolicyRule) -> DriftBand | None:
-    if isinstance(rule.trigger, RegimeTrigger):
-        return None
-    return PolicyRunner.look(rule).band
+def _look(rule: PolicyRule, memory: PolicyMemory) -> Look:
+    """The rule's cadence and band now: a regime's from the mark samples in the world's
+    policy memory (as the owner last took them), without taking one."""
+    trigger = rule.trigger
+    if isinstance(trigger, RegimeTrigger):
+        regime = regime_of(trigger, memory.samples)
+        return Look("regime", regime.cadence, DriftBand(regime.band, mode=trigger.mode))
+    return PolicyRunner.look(rule)
 
 
-def _next_look(rule: PolicyRule, triggers: list[int], now_ms: int, interval: int) -> int:
+def _next_look(
+    rule: PolicyRule, triggers: list[int], memory: PolicyMemory, now_ms: int, interval: int
+) -> int:
     """The start of the next period for a calendar-driven rule whose world was rebalanced by
-    it this period; else the next check (at most ``interval`` from now)."""
-    if isinstance(rule.trigger, RegimeTrigger):
+    it this period, or (hybrid, regime) looked at in it; else the next check (at most
+    ``interval`` from now)."""
+    look = _look(rule, memory)
+    cadence = look.cadence
+    if cadence is None:
         return now_ms + interval
-    cadence = PolicyRunner.look(rule).cadence
+    now_period = period(now_ms, cadence)
     last = triggers[-1] if triggers else None
-    if (
-        cadence is not None
-        and last is not None
-        and period(last, cadence) == period(now_ms, cadence)
-    ):
+    seen = memory.looked
+    looked = (
+        look.kind != "calendar"
+        and seen is not None
+        and (seen.cadence, seen.period) == (cadence, now_period)
+    )
+    if looked or (last is not None and period(last, cadence) == now_period):
         return next_period_start(now_ms, cadence)
     return now_ms + interval
 

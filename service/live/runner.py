@@ -12,7 +12,11 @@ recovers it like any change. What keeps a policy from firing twice:
   check interval for a band), so a second instance or a restart in the same bucket publishes
   an id the engine already applied;
 - the engine drops a policy event measured before its world's latest plan;
-- cooldowns and trade limits count the triggers the world's state remembers (changelog).
+- cooldowns and trade limits count the triggers the world's state remembers (changelog);
+- which period a hybrid or regime rule looked at the world in, and a regime's mark samples,
+  are the world's policy memory (``state.policy_memory``): read from the state, changed
+  ones handed back in ``Evaluation.memory`` and written to the changelog by the service, so a
+  restart or a new owner repeats no check.
 
 Stale or missing marks never trigger: a world whose oldest snapshot is older than
 ``max_snapshot_age_ms``, or that holds a key without a mark, is reported and skipped.
@@ -20,8 +24,8 @@ Stale or missing marks never trigger: a world whose oldest snapshot is older tha
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
@@ -37,6 +41,7 @@ from ..policies.measure import WorldHoldings, holdings, label
 from ..policies.regimes import Regime, VolatilityRegimes
 from ..policies.triggers import DriftBand
 from ..state.allocations import WorldState
+from ..state.policy_memory import MARK_LABELS_KEPT, MarkSamples, PolicyLook, PolicyMemory
 from .config import (
     BandTrigger,
     CalendarTrigger,
@@ -76,6 +81,9 @@ class Evaluation:
     event: PolicyRebalance | None = None
     equity: Equity | None = None
     """The portfolio equity the world was weighed against (measured, else the event's)."""
+    memory: PolicyMemory | None = None
+    """The world's policy memory when this evaluation changed it (a look, a mark sample):
+    the service writes it to the changelog (``RebalanceEngine.remember``)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,9 @@ def event_id(rule: str, world_id: str, bucket: str) -> str:
 
 
 class PolicyRunner:
-    """Evaluates every configured policy; remembers only what it published and looked at."""
+    """Evaluates every configured policy; remembers only what it published. What it looked at
+    (periods, mark samples) it reads from the state's policy memory and hands back as
+    ``Evaluation.memory`` for the service to write to the changelog."""
 
     def __init__(self, settings: PolicySettings, engine: RebalanceEngine) -> None:
         self.settings = settings
@@ -115,8 +125,6 @@ class PolicyRunner:
         """How long a published event blocks its world before it is given up on (one that
         was dead-lettered is never applied)."""
         self._published: dict[tuple[str, str], tuple[str, int]] = {}
-        self._looked: dict[tuple[str, str], tuple[Cadence, int]] = {}
-        self._samples: dict[tuple[str, str], deque[tuple[int, dict[str, float]]]] = {}
 
     def published(self, event: PolicyRebalance, now_ms: int) -> None:
         """Note an event as published: its world waits until the engine has applied it."""
@@ -150,10 +158,13 @@ class PolicyRunner:
         portfolio_id = rule.portfolio_id
         key = (portfolio_id, world_id)
         state = self.engine.state
+        remembered = state.policy_memory(portfolio_id, world_id)
+        memory = remembered
 
         def answer(outcome: Outcome, detail: str = "") -> Evaluation:
+            changed = memory if memory != remembered else None
             return Evaluation(
-                rule.name, portfolio_id, world_id, outcome, detail, None, portfolio_equity
+                rule.name, portfolio_id, world_id, outcome, detail, None, portfolio_equity, changed
             )
 
         sent = self._published.get(key)
@@ -177,7 +188,7 @@ class PolicyRunner:
                 )
         last = ws.policy_triggers[-1] if ws.policy_triggers else None
         look = None if isinstance(rule.trigger, RegimeTrigger) else self.look(rule)
-        if look is not None and (why := self._not_due(look, key, last, now_ms)):
+        if look is not None and (why := self._not_due(look, memory, last, now_ms)):
             return answer("not_due", why)
         oldest = self.engine.snapshots.oldest_as_of(world_id)
         age_limit = self.settings.max_snapshot_age_ms
@@ -194,12 +205,14 @@ class PolicyRunner:
         weights, targets = measured
         if look is None:  # a regime: its cadence and band come from the marks just measured
             assert isinstance(rule.trigger, RegimeTrigger)
-            regime = self.regime(rule, key, held, now_ms)
+            regime, samples = self.regime(rule, memory.samples, held, now_ms)
+            memory = memory.model_copy(update={"samples": samples})
             look = Look("regime", regime.cadence, DriftBand(regime.band, mode=rule.trigger.mode))
-            if why := self._not_due(look, key, last, now_ms):
+            if why := self._not_due(look, memory, last, now_ms):
                 return answer("not_due", why)
         if look.cadence is not None and look.kind in ("hybrid", "regime"):
-            self._looked[key] = (look.cadence, period(now_ms, look.cadence))  # this period's look
+            this_period = PolicyLook(cadence=look.cadence, period=period(now_ms, look.cadence))
+            memory = memory.model_copy(update={"looked": this_period})
         reason = f"{look.kind} trigger"
         if look.band is not None:
             out = look.band.out_of_band(weights, targets)
@@ -233,8 +246,9 @@ class PolicyRunner:
             measured=weights,
             targets=targets,
         )
+        changed = memory if memory != remembered else None
         return Evaluation(
-            rule.name, portfolio_id, world_id, "triggered", reason, event, portfolio_equity
+            rule.name, portfolio_id, world_id, "triggered", reason, event, portfolio_equity, changed
         )
 
     @staticmethod
@@ -278,49 +292,47 @@ class PolicyRunner:
         assert isinstance(trigger, HybridTrigger)
         return Look("hybrid", trigger.every, DriftBand(trigger.threshold, mode=trigger.mode))
 
-    def _not_due(self, look: Look, key: tuple[str, str], last: int | None, now_ms: int) -> str:
+    @staticmethod
+    def _not_due(look: Look, memory: PolicyMemory, last: int | None, now_ms: int) -> str:
         """Why a calendar-driven look is not due now ('' when it is): the world was already
-        rebalanced by its policy this period, or (hybrid, regime) already looked at."""
+        rebalanced by its policy this period, or (hybrid, regime) already looked at, as the
+        world's policy memory says (kept in the changelog: a restart does not look again)."""
         if look.cadence is None:
             return ""
         now_period = period(now_ms, look.cadence)
         if last is not None and period(last, look.cadence) == now_period:
             return f"already rebalanced this {look.cadence} period"
-        if look.kind != "calendar" and self._looked.get(key) == (look.cadence, now_period):
+        seen = memory.looked
+        if (
+            look.kind != "calendar"
+            and seen is not None
+            and (seen.cadence, seen.period) == (look.cadence, now_period)
+        ):
             return f"already looked this {look.cadence} period"
         return ""
 
     def regime(
-        self, rule: PolicyRule, key: tuple[str, str], held: WorldHoldings, now_ms: int
-    ) -> Regime:
-        """The world's volatility regime: marks of its basket (target assets, else what it
-        holds) sampled every ``sample_ms``; equal-weight basket returns between samples.
-        Kept in memory only: after a restart the window fills again (first regime until
-        there are two returns)."""
+        self, rule: PolicyRule, samples: MarkSamples, held: WorldHoldings, now_ms: int
+    ) -> tuple[Regime, MarkSamples]:
+        """The world's volatility regime, and its samples with this moment's taken if due:
+        marks of its basket (target assets, else what it holds; the first ``MARK_LABELS_KEPT``
+        by label) sampled every ``sample_ms``, ``window + 1`` kept; equal-weight basket
+        returns between samples. The samples live in the world's policy memory (changelog),
+        so a restart or a new owner goes on with the window (first regime until there are two
+        returns)."""
         trigger = rule.trigger
         assert isinstance(trigger, RegimeTrigger)
-        regimes = VolatilityRegimes(
-            regimes=tuple(
-                Regime(r.name, r.from_volatility, r.every, r.band) for r in trigger.regimes
-            ),
-            window=trigger.window,
-            periods_per_year=trigger.periods_per_year,
-        )
         target = rule.target
         marks = held.marks()
         if isinstance(target, AllocationTarget):
             basket = [k for k in held.keys if k in marks]
         else:
             basket = [(w.venue, w.symbol) for w in target.weights]
-        samples = self._samples.setdefault(key, deque(maxlen=trigger.window + 1))
-        if not samples or now_ms - samples[-1][0] >= trigger.sample_ms:
-            samples.append((now_ms, {label(k): marks[k] for k in basket if k in marks}))
-        returns = []
-        for (_, before), (_, after) in zip(list(samples), list(samples)[1:], strict=False):
-            common = [a for a in after if a in before]
-            if common:
-                returns.append(math.fsum(after[a] / before[a] - 1 for a in common) / len(common))
-        return regimes.current(returns)
+        now = dict(sorted((label(k), marks[k]) for k in basket if k in marks))
+        now = dict(list(now.items())[:MARK_LABELS_KEPT])
+        taken = samples.taken(now_ms, now, trigger.sample_ms, trigger.window + 1)
+        samples = taken or samples
+        return regime_of(trigger, samples), samples
 
     @staticmethod
     def _throttled(rule: PolicyRule, ws: WorldState, now_ms: int) -> str:
@@ -334,6 +346,22 @@ class PolicyRunner:
             if count >= rule.max_trades:
                 return f"max_trades: {count} this {rule.per} period (limit {rule.max_trades})"
         return ""
+
+
+def regime_of(trigger: RegimeTrigger, samples: MarkSamples) -> Regime:
+    """The regime the samples put the world in: annualized volatility of the equal-weight
+    basket's returns between samples (the assets both samples have)."""
+    regimes = VolatilityRegimes(
+        regimes=tuple(Regime(r.name, r.from_volatility, r.every, r.band) for r in trigger.regimes),
+        window=trigger.window,
+        periods_per_year=trigger.periods_per_year,
+    )
+    returns = []
+    for (_, before), (_, after) in itertools.pairwise(samples.samples()):
+        common = [a for a in after if a in before]
+        if common:
+            returns.append(math.fsum(after[a] / before[a] - 1 for a in common) / len(common))
+    return regimes.current(returns)
 
 
 def _describe(
@@ -350,4 +378,4 @@ def _describe(
     return f"{', '.join(parts)} ({band.mode} band {limit})"
 
 
-__all__ = ["Evaluation", "Outcome", "PolicyRunner", "event_id", "period"]
+__all__ = ["Evaluation", "Outcome", "PolicyRunner", "event_id", "period", "regime_of"]

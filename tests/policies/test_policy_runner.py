@@ -12,6 +12,7 @@ from service.live.runner import DAY_MS, Evaluation, PolicyRunner, period
 from service.planner import PlannerOptions
 from service.policies.measure import holdings
 from service.state.allocations import encode, world_key
+from service.state.policy_memory import MarkSamples
 from tests.engine.test_engine import Harness, event
 from tests.engine.test_policy_engine import snap
 
@@ -63,10 +64,17 @@ class Rig:
         self.h.snapshots.apply(snap("s1", [("X", 2.0, mark)], as_of=as_of, **fields))
 
     def at(self, now: int, *, mark: float | None = None) -> Evaluation:
+        """Evaluate, and write what it looked at to the state, as the policy loop does."""
         if mark is not None:
             self.price(mark, now)
         (evaluation,) = self.runner.evaluate(now, lambda _: True)
+        self.remember(evaluation)
         return evaluation
+
+    def remember(self, *evaluations: Evaluation) -> None:
+        memories = [e.memory for e in evaluations if e.memory is not None]
+        for work in self.h.engine.remember(memories):
+            self.h.run(work)
 
     def triggers(self, *times: int) -> None:
         """Let the world's state remember earlier policy triggers."""
@@ -225,19 +233,30 @@ def test_a_look_that_could_not_measure_does_not_count() -> None:
 def test_volatility_regime_sets_cadence_and_band() -> None:
     regime = {"kind": "regime", "mode": "absolute", "window": 4, "sample_ms": DAY_MS}
     rig = Rig(settings(regime))
-    key = ("default", "a")
     rule = rig.runner.rules[0]
 
+    samples = MarkSamples()
+
     def regime_on(day: int, mark: float) -> str:
+        nonlocal samples
         rig.price(mark, NOW + day * DAY_MS)
         table = rig.h.snapshots.positions(["a"])
-        return rig.runner.regime(rule, key, holdings(table, "a"), NOW + day * DAY_MS).name
+        held = holdings(table, "a")
+        regime, samples = rig.runner.regime(rule, samples, held, NOW + day * DAY_MS)
+        return regime.name
 
     assert regime_on(0, 100.0) == "low"  # no returns yet
     assert regime_on(1, 100.1) == "low"
     assert regime_on(2, 100.0) == "low"  # calm: well under 15 % a year
     assert regime_on(3, 110.0) == "extreme"  # +-10 % a day is far above 60 % a year
     assert regime_on(3, 140.0) == "extreme"  # same day: no new sample
+    assert samples.samples() == [
+        (NOW + day * DAY_MS, {"v:X": mark})
+        for day, mark in ((0, 100.0), (1, 100.1), (2, 100.0), (3, 110.0))
+    ]
+    for day in range(4, 8):
+        regime_on(day, 110.0)
+    assert len(samples.times) == 5  # window + 1: the oldest dropped
 
 
 def test_only_owned_portfolios_and_the_asked_worlds_are_evaluated() -> None:
