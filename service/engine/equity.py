@@ -90,17 +90,24 @@ def portfolio_equity(state: AllocationState, snapshots: SnapshotTable, portfolio
 
 def _positions_value(snapshots: SnapshotTable, worlds: list[str]) -> tuple[float, list[str]]:
     """The value of the worlds' positions (net per world and key, at the key's latest mark
-    in its world), and the keys held without a mark (``world venue:symbol``)."""
-    table = snapshots.positions(worlds)
+    in its world), and the keys held without a mark (``world venue:symbol``).
+
+    Read from the table of every world, which the snapshot table keeps as one entry for all
+    portfolios (a table per portfolio's world set would crowd out the planner's tables)."""
+    table = snapshots.positions(None)
     if not len(table):
         return 0.0, []
+    wanted = set(worlds)
+    codes_of = [i for i, w in enumerate(table.worlds) if w in wanted]
+    rows = np.flatnonzero(np.isin(table.world, codes_of))
+    if not rows.shape[0]:
+        return 0.0, []
     n_v, n_s = len(table.venues), len(table.symbols)
-    codes, index = group(
-        (table.world * n_v + table.venue) * n_s + table.symbol, len(table.worlds) * n_v * n_s
-    )
+    keys = (table.world[rows] * n_v + table.venue[rows]) * n_s + table.symbol[rows]
+    codes, index = group(keys, len(table.worlds) * n_v * n_s)
     size = codes.shape[0]
-    qty = exact_sums(index, table.qty, size)
-    mark = latest_mark(index, size, table.mark, table.recency)
+    qty = exact_sums(index, table.qty[rows], size)
+    mark = latest_mark(index, size, table.mark[rows], table.recency[rows])
     unpriced = (qty != 0) & np.isnan(mark)
     missing = []
     for code in codes[unpriced].tolist():

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ..engine.equity import EquitySource, portfolio_equity
+from ..engine.equity import Equity, EquitySource, portfolio_equity
 from ..messages import AllocationTarget
 from ..policies.calendar import Cadence, period_numbers
 from ..policies.measure import holdings, label
@@ -84,8 +84,10 @@ def outlook(
     snapshots: SnapshotTable,
     settings: PolicySettings,
     now_ms: int,
+    equity: Equity | None = None,
 ) -> PolicyOutlook:
-    """What ``rule`` sees of the world now, and when it looks next."""
+    """What ``rule`` sees of the world now, and when it looks next; ``equity``: the
+    portfolio's, when already measured (else measured here)."""
     interval = settings.check_interval_ms
     ws = state.world(rule.portfolio_id, world_id)
     memory = state.policy_memory(rule.portfolio_id, world_id)
@@ -97,11 +99,10 @@ def outlook(
         checks_every_ms=interval,
         next_check_at=_next_look(rule, ws.policy_triggers, memory, now_ms, interval),
     )
-    measured = portfolio_equity(state, snapshots, rule.portfolio_id)
-    equity = measured.value
+    measured = equity or portfolio_equity(state, snapshots, rule.portfolio_id)
     base = base.model_copy(
         update={
-            "equity": equity,
+            "equity": measured.value,
             "equity_source": measured.source,
             "equity_detail": measured.detail,
         }
@@ -110,14 +111,14 @@ def outlook(
     if isinstance(target, AllocationTarget) or target.base == "allocation":
         if ws.alloc is None:
             return base.model_copy(update={"detail": "the service has no allocation for it"})
-        if not equity > 0:
+        if not measured.value > 0:
             detail = f"the portfolio's equity is not known: {measured.detail}"
             return base.model_copy(update={"detail": detail})
     held = holdings(snapshots.positions([world_id]), world_id)
     if held.missing_marks:
         missing = ", ".join(label(k) for k in held.missing_marks)
         return base.model_copy(update={"detail": f"no mark for {missing}"})
-    weighed = PolicyRunner.measure(rule, ws, held, equity)
+    weighed = PolicyRunner.measure(rule, ws, held, measured.value)
     if isinstance(weighed, str):
         return base.model_copy(update={"detail": weighed})
     weights, targets = weighed
@@ -184,10 +185,12 @@ def world_outlooks(
     out: dict[str, list[PolicyOutlook]] = {}
     if not settings.enabled:
         return out
+    equity: Equity | None = None
     for rule in settings.rules:
         if rule.portfolio_id != portfolio_id:
             continue
+        equity = equity or portfolio_equity(state, snapshots, portfolio_id)  # once a read
         for world_id in rule.worlds:
-            found = outlook(rule, world_id, state, snapshots, settings, now_ms)
+            found = outlook(rule, world_id, state, snapshots, settings, now_ms, equity)
             out.setdefault(world_id, []).append(found)
     return out
