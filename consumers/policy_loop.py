@@ -3,7 +3,9 @@
 Every ``check_interval_ms`` all watched worlds are evaluated, and a watched world again when
 its snapshots change. Evaluation happens under the service's lock, between two pieces of work;
 each trigger is published to the allocation topic keyed by its portfolio, where the allocation
-consumer carries it out like any other event.
+consumer carries it out like any other event. What the rules looked at (a hybrid's period, a
+regime's mark samples) is then written to the changelog through the engine, so a restart or a
+new owner repeats no check.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from service.live.runner import PolicyRunner
 from service.metrics import Metrics
+from service.state.policy_memory import PolicyMemory
 
 from .worker import LoopControls, Worker
 
@@ -82,9 +85,12 @@ class PolicyLoop:
                 await self.worker.sync_if_assigned()
                 now = self.clock()
                 evaluations = self.runner.evaluate(now, self.worker.ownership.owns, worlds)
+            memories = []
             for ev in evaluations:
                 self.metrics.policy_evaluations.labels(ev.policy, ev.outcome).inc()
                 if ev.event is None:
+                    if ev.memory is not None:
+                        memories.append(ev.memory)
                     continue
                 log.info(
                     "policy %s triggers world %s of %s: %s",
@@ -104,3 +110,26 @@ class PolicyLoop:
                     continue
                 self.runner.published(ev.event, now)
                 self.metrics.policy_triggers.labels(ev.policy, ev.event.trigger).inc()
+                if ev.memory is not None:
+                    memories.append(ev.memory)
+            if memories:
+                await self._remember(memories)
+
+    async def _remember(self, memories: list[PolicyMemory]) -> None:
+        """Write what the policies looked at to the changelog, after the triggers it led to
+        are published: a crash before leaves a check to repeat, never a look remembered
+        whose trigger was lost. Only for portfolios still owned once caught up (a new owner
+        looks for itself); a failed write is logged, and costs a repeated check at worst."""
+        async with self.lock:
+            if self.stopping.is_set():
+                return
+            await self.worker.sync_if_assigned()
+            owns = self.worker.ownership.owns
+            kept = [m for m in memories if owns(m.portfolio_id)]
+            for work in self.worker.engine.remember(kept):
+                try:
+                    await self.worker.carry_out(work)
+                except KafkaError as exc:
+                    log.warning(
+                        "could not remember the policy looks of %s: %s", work.portfolio_id, exc
+                    )

@@ -29,6 +29,7 @@ from ..state.allocations import (
     PortfolioState,
     WorldState,
 )
+from .equity import Equity
 from .options import EventOptions
 
 M = TypeVar("M", WorldState, PortfolioState)
@@ -152,9 +153,10 @@ def before_differs(ws: WorldState, req: Requested) -> bool:
     return known is not None and before is not None and abs(known - before) > SUM_TOLERANCE
 
 
-def check_policy(event: PolicyRebalance, ws: WorldState, portfolio: PortfolioState) -> None:
+def check_policy(event: PolicyRebalance, ws: WorldState, equity: Equity) -> None:
     """Refuse a policy event the state cannot carry out: an allocation target needs the
-    world's allocation and the portfolio's equity to weigh the world against."""
+    world's allocation and a portfolio equity (measured, else the event's) to weigh the
+    world against."""
     target = event.target
     if isinstance(target, AllocationTarget) or target.base == "allocation":
         if ws.alloc is None:
@@ -162,11 +164,10 @@ def check_policy(event: PolicyRebalance, ws: WorldState, portfolio: PortfolioSta
                 f"world_id: the service has no allocation for world {event.world_id!r}; "
                 f"policy {event.policy!r} has no target to bring it to"
             )
-        if not portfolio.total_equity:
+        if not equity.value > 0:
             raise InputError(
-                f"portfolio_id: portfolio {event.portfolio_id!r} has no known total equity "
-                f"(set by world_allocations_changed); policy {event.policy!r} cannot "
-                "weigh its worlds"
+                f"portfolio_id: portfolio {event.portfolio_id!r} has no known equity "
+                f"({equity.detail}); policy {event.policy!r} cannot weigh its worlds"
             )
 
 

@@ -236,7 +236,7 @@ class Commands:
             reason=f"rebalance by {command.requested_by}: {command.reason}",
             target=AllocationTarget(kind="allocation"),
         )
-        check_policy(event, world, portfolio)
+        check_policy(event, world, self.policies.equity(command.portfolio_id))
         detail = f"rebalance: world {world.world_id} of {command.portfolio_id} planned"
         portfolio = remember(portfolio, result(command, "applied", detail, now_ms))
         correction = Correction(

@@ -25,11 +25,13 @@ from ..state.allocations import (
     portfolio_key,
     world_key,
 )
+from ..state.policy_memory import PolicyMemory, policy_key
 from ..state.snapshots import SnapshotTable
 from . import notices
 from .admission import Requested, admit, before_differs, checked
 from .commands import Commands
 from .effects import Basis, Effects, PlanRequest, Sources, Trigger, resume
+from .equity import Equity
 from .holding import Arrival, Holding, coalesce, release_request
 from .options import EngineOptions, EventOptions
 from .policy import PolicyCorrections
@@ -61,6 +63,11 @@ class RebalanceEngine:
         prepare = getattr(self.planner, "prepare", None)
         if prepare is not None:
             prepare(table, self.options.planner)
+
+    def equity(self, portfolio_id: str) -> Equity:
+        """The equity policies weigh the portfolio's worlds against: measured from the
+        snapshots, else the last allocation event's (``equity.portfolio_equity``)."""
+        return self._policies.equity(portfolio_id)
 
     def busy(self, ws: WorldState, now_ms: int) -> bool:
         """Whether a world has work under way: a policy runner leaves it alone until then."""
@@ -171,6 +178,19 @@ class RebalanceEngine:
                 Work(Outcome.REACHED, portfolio_id=portfolio_id, state=state, notifications=notes)
             )
         return out
+
+    @staticmethod
+    def remember(memories: Iterable[PolicyMemory]) -> list[Work]:
+        """Per portfolio, the work that writes what its live policies looked at (the runner's
+        ``Evaluation.memory``) to the changelog: state only, nothing published."""
+        found: dict[str, list[Record]] = {}
+        for memory in memories:
+            record = (policy_key(memory.portfolio_id, memory.world_id), encode(memory))
+            found.setdefault(memory.portfolio_id, []).append(record)
+        return [
+            Work(Outcome.REMEMBERED, portfolio_id=portfolio_id, state=state)
+            for portfolio_id, state in found.items()
+        ]
 
     @staticmethod
     def resume(pending: PendingPlan) -> Work:

@@ -34,6 +34,7 @@ from ..state.allocations import (
 )
 from .admission import check_policy
 from .effects import Basis, Effects, Sources, Trigger, reduce_only_worlds, run_planner
+from .equity import Equity, portfolio_equity
 from .holding import Holding, hold_policy
 from .work import Outcome, Work
 
@@ -65,6 +66,11 @@ class PolicyCorrections:
         self.holding = holding
         self.effects = effects
 
+    def equity(self, portfolio_id: str) -> Equity:
+        """What the portfolio's worlds are weighed against: its equity measured from the
+        snapshots now, else the last allocation event's (``equity.portfolio_equity``)."""
+        return portfolio_equity(self.sources.state, self.sources.snapshots, portfolio_id)
+
     def busy(self, ws: WorldState, now_ms: int) -> bool:
         """Whether a world has work under way (a held change, a plan neither reached nor timed
         out, a plan being written): a policy leaves it alone until then."""
@@ -91,7 +97,7 @@ class PolicyCorrections:
                 portfolio_id=portfolio_id,
                 state=[(portfolio_key(portfolio_id), encode(portfolio))],
             )
-        check_policy(event, ws, portfolio)
+        check_policy(event, ws, self.equity(portfolio_id))
         triggers = [*ws.policy_triggers, event.occurred_at][-POLICY_TRIGGERS_KEPT:]
         ws = ws.model_copy(update={"policy_triggers": triggers})
         reason = self.holding.reason(ws, now_ms)
@@ -115,7 +121,7 @@ class PolicyCorrections:
             raise ValueError(f"world {ws.world_id!r} holds no policy correction")
         portfolio = self.sources.state.portfolio(ws.portfolio_id)
         try:
-            check_policy(held.policy, ws, portfolio)
+            check_policy(held.policy, ws, self.equity(ws.portfolio_id))
             correction = Correction(
                 held.policy, ws, portfolio, tuple(held.event_ids), held.requested_by
             )
@@ -134,7 +140,8 @@ class PolicyCorrections:
 
         ``allocation``: the proportional planner from the measured weight to the allocation,
         so every position scales by allocation / weight. ``weights``: the target-weight
-        planner, each asset to ``weight x base / mark``.
+        planner, each asset to ``weight x base / mark``. Weights and bases are shares of the
+        portfolio's measured equity (``equity.portfolio_equity``), which the plan divides.
         """
         event, ws, portfolio = correction.event, correction.world, correction.portfolio
         world_id = ws.world_id
@@ -145,7 +152,7 @@ class PolicyCorrections:
         if held.missing_marks:
             missing = ", ".join(label(k) for k in held.missing_marks)
             raise InputError(f"world {world_id!r}: no mark for {missing}; cannot measure it")
-        equity = portfolio.total_equity or 0.0
+        equity = self.equity(ws.portfolio_id).value  # check_policy: positive where needed
         target = event.target
         planner: Rebalancer
         if isinstance(target, AllocationTarget):

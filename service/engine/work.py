@@ -45,6 +45,9 @@ class Outcome(Enum):
     """Worlds whose plan in flight the positions reached: their notification published and
     the fact remembered in their state (``WorldState.reached_notified``), so a restart does
     not notify it again."""
+    REMEMBERED = "remembered"
+    """What live policies looked at (the period, the mark samples) written to the worlds'
+    policy memory (``state.policy_memory``), so a restart or a new owner repeats no check."""
     COMMANDED = "commanded"
     """An operator's command decided: applied or refused (``why`` says which and what), its
     result and any new trading state written."""

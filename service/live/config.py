@@ -18,6 +18,7 @@ from ..messages.policy import AllocationTarget, WeightsTarget
 from ..policies.calendar import Cadence, cadence
 from ..policies.regimes import DEFAULT_REGIMES
 from ..state.allocations import POLICY_TRIGGERS_KEPT
+from ..state.policy_memory import MARK_SAMPLES_KEPT
 
 Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -72,7 +73,12 @@ class RegimeTrigger(_Config):
 
     kind: Literal["regime"]
     mode: Literal["absolute", "relative"] = "relative"
-    window: int = Field(default=30, ge=2, description="Returns in the volatility window.")
+    window: int = Field(
+        default=30,
+        ge=2,
+        le=MARK_SAMPLES_KEPT - 1,
+        description="Returns in the volatility window (its samples are kept in the changelog).",
+    )
     sample_ms: int = Field(default=86_400_000, gt=0, description="Spacing of mark samples.")
     periods_per_year: float = Field(default=365.0, gt=0, allow_inf_nan=False)
     regimes: tuple[RegimeLevel, ...] = Field(

@@ -13,14 +13,16 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ..engine.equity import Equity, EquitySource, portfolio_equity
 from ..messages import WeightsTarget
 from ..policies.calendar import Cadence, period_numbers
 from ..policies.measure import holdings, label
 from ..policies.triggers import DriftBand
 from ..state.allocations import AllocationState
+from ..state.policy_memory import PolicyMemory
 from ..state.snapshots import SnapshotTable
 from .config import PolicyRule, PolicySettings, RegimeTrigger
-from .runner import DAY_MS, PolicyRunner, period
+from .runner import DAY_MS, Look, PolicyRunner, period, regime_of
 
 Status = Literal["in_band", "out_of_band", "calendar", "unmeasured"]
 
@@ -40,6 +42,16 @@ class PolicyOutlook(BaseModel):
         description="Measured weights by asset ('world': the world's share of total equity).",
     )
     targets: dict[str, float] = Field(default_factory=dict)
+    equity: float | None = Field(
+        default=None,
+        description="The portfolio equity the world is weighed against (allocation-based "
+        "targets): measured from the snapshots (positions times marks plus cash), else the "
+        "last allocation event's total_equity.",
+    )
+    equity_source: EquitySource | None = Field(
+        default=None, description="measured, event (the snapshots' figure is incomplete) or none."
+    )
+    equity_detail: str = Field(default="", description="Why the measured equity was not used.")
     drift: dict[str, float] = Field(
         default_factory=dict, description="Per asset, the drift the band is compared with."
     )
@@ -72,35 +84,46 @@ def outlook(
     snapshots: SnapshotTable,
     settings: PolicySettings,
     now_ms: int,
+    equity: Equity | None = None,
 ) -> PolicyOutlook:
-    """What ``rule`` sees of the world now, and when it looks next."""
+    """What ``rule`` sees of the world now, and when it looks next; ``equity``: the
+    portfolio's, when already measured (else measured here)."""
     interval = settings.check_interval_ms
     ws = state.world(rule.portfolio_id, world_id)
+    memory = state.policy_memory(rule.portfolio_id, world_id)
     trigger = rule.trigger
     base = PolicyOutlook(
         policy=rule.name,
         trigger=trigger.kind,
         status="unmeasured",
         checks_every_ms=interval,
-        next_check_at=_next_look(rule, ws.policy_triggers, now_ms, interval),
+        next_check_at=_next_look(rule, ws.policy_triggers, memory, now_ms, interval),
     )
-    equity = state.portfolio(rule.portfolio_id).total_equity or 0.0
+    measured = equity or portfolio_equity(state, snapshots, rule.portfolio_id)
+    base = base.model_copy(
+        update={
+            "equity": measured.value,
+            "equity_source": measured.source,
+            "equity_detail": measured.detail,
+        }
+    )
     target = rule.target
     if not isinstance(target, WeightsTarget) or target.base == "allocation":
         if ws.alloc is None:
             return base.model_copy(update={"detail": "the service has no allocation for it"})
-        if not equity > 0:
-            return base.model_copy(update={"detail": "the portfolio's equity is not known"})
+        if not measured.value > 0:
+            detail = f"the portfolio's equity is not known: {measured.detail}"
+            return base.model_copy(update={"detail": detail})
     held = holdings(snapshots.positions([world_id]), world_id)
     if held.missing_marks:
         missing = ", ".join(label(k) for k in held.missing_marks)
         return base.model_copy(update={"detail": f"no mark for {missing}"})
-    measured = PolicyRunner.measure(rule, ws, held, equity)
-    if isinstance(measured, str):
-        return base.model_copy(update={"detail": measured})
-    weights, targets = measured
+    weighed = PolicyRunner.measure(rule, ws, held, measured.value)
+    if isinstance(weighed, str):
+        return base.model_copy(update={"detail": weighed})
+    weights, targets = weighed
     update: dict[str, object] = {"weights": weights, "targets": targets, "status": "calendar"}
-    band = _band(rule)
+    band = _look(rule, memory).band
     if band is not None:
         out = band.out_of_band(weights, targets)
         threshold = band.threshold
@@ -111,29 +134,42 @@ def outlook(
             out_of_band=out,
             status="out_of_band" if out else "in_band",
         )
-    elif isinstance(trigger, RegimeTrigger):
-        update["detail"] = "its band follows the volatility regime, which the owner measures"
+    if isinstance(trigger, RegimeTrigger):
+        regime = regime_of(trigger, memory.samples)
+        samples = len(memory.samples.times)
+        update["detail"] = f"volatility regime {regime.name} ({samples} mark samples)"
     return base.model_copy(update=update)
 
 
-def _band(rule: PolicyRule) -> DriftBand | None:
-    if isinstance(rule.trigger, RegimeTrigger):
-        return None
-    return PolicyRunner.look(rule).band
+def _look(rule: PolicyRule, memory: PolicyMemory) -> Look:
+    """The rule's cadence and band now: a regime's from the mark samples in the world's
+    policy memory (as the owner last took them), without taking one."""
+    trigger = rule.trigger
+    if isinstance(trigger, RegimeTrigger):
+        regime = regime_of(trigger, memory.samples)
+        return Look("regime", regime.cadence, DriftBand(regime.band, mode=trigger.mode))
+    return PolicyRunner.look(rule)
 
 
-def _next_look(rule: PolicyRule, triggers: list[int], now_ms: int, interval: int) -> int:
+def _next_look(
+    rule: PolicyRule, triggers: list[int], memory: PolicyMemory, now_ms: int, interval: int
+) -> int:
     """The start of the next period for a calendar-driven rule whose world was rebalanced by
-    it this period; else the next check (at most ``interval`` from now)."""
-    if isinstance(rule.trigger, RegimeTrigger):
+    it this period, or (hybrid, regime) looked at in it; else the next check (at most
+    ``interval`` from now)."""
+    look = _look(rule, memory)
+    cadence = look.cadence
+    if cadence is None:
         return now_ms + interval
-    cadence = PolicyRunner.look(rule).cadence
+    now_period = period(now_ms, cadence)
     last = triggers[-1] if triggers else None
-    if (
-        cadence is not None
-        and last is not None
-        and period(last, cadence) == period(now_ms, cadence)
-    ):
+    seen = memory.looked
+    looked = (
+        look.kind != "calendar"
+        and seen is not None
+        and (seen.cadence, seen.period) == (cadence, now_period)
+    )
+    if looked or (last is not None and period(last, cadence) == now_period):
         return next_period_start(now_ms, cadence)
     return now_ms + interval
 
@@ -149,10 +185,12 @@ def world_outlooks(
     out: dict[str, list[PolicyOutlook]] = {}
     if not settings.enabled:
         return out
+    equity: Equity | None = None
     for rule in settings.rules:
         if rule.portfolio_id != portfolio_id:
             continue
+        equity = equity or portfolio_equity(state, snapshots, portfolio_id)  # once a read
         for world_id in rule.worlds:
-            found = outlook(rule, world_id, state, snapshots, settings, now_ms)
+            found = outlook(rule, world_id, state, snapshots, settings, now_ms, equity)
             out.setdefault(world_id, []).append(found)
     return out

@@ -12,7 +12,11 @@ recovers it like any change. What keeps a policy from firing twice:
   check interval for a band), so a second instance or a restart in the same bucket publishes
   an id the engine already applied;
 - the engine drops a policy event measured before its world's latest plan;
-- cooldowns and trade limits count the triggers the world's state remembers (changelog).
+- cooldowns and trade limits count the triggers the world's state remembers (changelog);
+- which period a hybrid or regime rule looked at the world in, and a regime's mark samples,
+  are the world's policy memory (``state.policy_memory``): read from the state, changed
+  ones handed back in ``Evaluation.memory`` and written to the changelog by the service, so a
+  restart or a new owner repeats no check.
 
 A risk-based target (``kelly``, ``risk_parity``, ``equal``) is weighed on the world's mark
 samples (``sampling``, ``estimate``); until there are enough, the world is ``estimating`` and
@@ -31,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from ..engine import RebalanceEngine
+from ..engine.equity import Equity
 from ..messages import (
     AllocationTarget,
     AssetWeight,
@@ -47,6 +52,7 @@ from ..policies.regimes import Regime, VolatilityRegimes
 from ..policies.risk import DrawdownState
 from ..policies.triggers import DriftBand
 from ..state.allocations import WorldState
+from ..state.policy_memory import MARK_LABELS_KEPT, MarkSamples, PolicyLook, PolicyMemory
 from .config import (
     BandTrigger,
     CalendarTrigger,
@@ -89,6 +95,11 @@ class Evaluation:
     outcome: Outcome
     detail: str = ""
     event: PolicyRebalance | None = None
+    equity: Equity | None = None
+    """The portfolio equity the world was weighed against (measured, else the event's)."""
+    memory: PolicyMemory | None = None
+    """The world's policy memory when this evaluation changed it (a look, a mark sample):
+    the service writes it to the changelog (``RebalanceEngine.remember``)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,9 @@ def event_id(rule: str, world_id: str, bucket: str) -> str:
 
 
 class PolicyRunner:
-    """Evaluates every configured policy; remembers only what it published and looked at."""
+    """Evaluates every configured policy; remembers only what it published. What it looked at
+    (periods, mark samples) it reads from the state's policy memory and hands back as
+    ``Evaluation.memory`` for the service to write to the changelog."""
 
     def __init__(self, settings: PolicySettings, engine: RebalanceEngine) -> None:
         self.settings = settings
@@ -128,7 +141,6 @@ class PolicyRunner:
         """How long a published event blocks its world before it is given up on (one that
         was dead-lettered is never applied)."""
         self._published: dict[tuple[str, str], tuple[str, int]] = {}
-        self._looked: dict[tuple[str, str], tuple[Cadence, int]] = {}
         self.samplers: dict[tuple[str, str, str], MarkSampler] = {}
         """Mark samples per (portfolio, world, use): ``regime`` for a regime trigger,
         ``target`` for a risk-based target (each at its own spacing and window)."""
@@ -146,23 +158,34 @@ class PolicyRunner:
     ) -> list[Evaluation]:
         """Evaluate the rules of owned portfolios, for ``worlds`` only when given."""
         out = []
+        equities: dict[str, Equity] = {}  # measured once per portfolio and evaluation
         for rule in self.rules:
             if not owns(rule.portfolio_id):
                 continue
             for world_id in rule.worlds:
                 if worlds is None or world_id in worlds:
-                    out.append(self._evaluate(rule, world_id, now_ms))
+                    pid = rule.portfolio_id
+                    if pid not in equities:
+                        equities[pid] = self.engine.equity(pid)
+                    out.append(self._evaluate(rule, world_id, now_ms, equities[pid]))
         return out
 
     # -- one world ------------------------------------------------------------------------------
 
-    def _evaluate(self, rule: PolicyRule, world_id: str, now_ms: int) -> Evaluation:
+    def _evaluate(
+        self, rule: PolicyRule, world_id: str, now_ms: int, portfolio_equity: Equity
+    ) -> Evaluation:
         portfolio_id = rule.portfolio_id
         key = (portfolio_id, world_id)
         state = self.engine.state
+        remembered = state.policy_memory(portfolio_id, world_id)
+        memory = remembered
 
         def answer(outcome: Outcome, detail: str = "") -> Evaluation:
-            return Evaluation(rule.name, portfolio_id, world_id, outcome, detail)
+            changed = memory if memory != remembered else None
+            return Evaluation(
+                rule.name, portfolio_id, world_id, outcome, detail, None, portfolio_equity, changed
+            )
 
         risk = rule.target if isinstance(rule.target, RiskTarget) else None
         if risk is not None:  # samples accrue whatever the world's state, for when it is due
@@ -178,15 +201,17 @@ class PolicyRunner:
         if self.engine.busy(ws, now_ms):
             return answer("busy", "a held change or a plan not yet reached")
         target = rule.target
-        equity = state.portfolio(portfolio_id).total_equity or 0.0
+        equity = portfolio_equity.value
         if not isinstance(target, WeightsTarget) or target.base == "allocation":
             if ws.alloc is None:
                 return answer("no_allocation", "the service has no allocation for the world")
             if not equity > 0:
-                return answer("no_equity", "the portfolio's total equity is not known")
+                return answer(
+                    "no_equity", f"the portfolio's equity is not known: {portfolio_equity.detail}"
+                )
         last = ws.policy_triggers[-1] if ws.policy_triggers else None
         look = None if isinstance(rule.trigger, RegimeTrigger) else self.look(rule)
-        if look is not None and (why := self._not_due(look, key, last, now_ms)):
+        if look is not None and (why := self._not_due(look, memory, last, now_ms)):
             return answer("not_due", why)
         oldest = self.engine.snapshots.oldest_as_of(world_id)
         age_limit = self.settings.max_snapshot_age_ms
@@ -215,12 +240,14 @@ class PolicyRunner:
         weights, targets = measured
         if look is None:  # a regime: its cadence and band come from the marks just measured
             assert isinstance(rule.trigger, RegimeTrigger)
-            regime = self.regime(rule, key, held, now_ms)
+            regime, samples = self.regime(rule, memory.samples, held, now_ms)
+            memory = memory.model_copy(update={"samples": samples})
             look = Look("regime", regime.cadence, DriftBand(regime.band, mode=rule.trigger.mode))
-            if why := self._not_due(look, key, last, now_ms):
+            if why := self._not_due(look, memory, last, now_ms):
                 return answer("not_due", why)
         if look.cadence is not None and look.kind in ("hybrid", "regime"):
-            self._looked[key] = (look.cadence, period(now_ms, look.cadence))  # this period's look
+            this_period = PolicyLook(cadence=look.cadence, period=period(now_ms, look.cadence))
+            memory = memory.model_copy(update={"looked": this_period})
         reason = f"{look.kind} trigger"
         if look.band is not None:
             out = look.band.out_of_band(weights, targets)
@@ -232,6 +259,9 @@ class PolicyRunner:
         if estimate is not None:
             overlays = "".join(f" + {o}" for o in estimate.overlays)
             reason += f"; {estimate.method}{overlays} weights from {estimate.samples} mark samples"
+        uses_equity = not isinstance(target, WeightsTarget) or target.base == "allocation"
+        if uses_equity and portfolio_equity.source != "measured":
+            reason += f"; weighed against the event's {portfolio_equity.describe()}"
         throttled = self._throttled(rule, ws, now_ms)
         if throttled:
             return answer("throttled", throttled)
@@ -255,7 +285,10 @@ class PolicyRunner:
             targets=targets,
             estimate=estimate,
         )
-        return Evaluation(rule.name, portfolio_id, world_id, "triggered", reason, event)
+        changed = memory if memory != remembered else None
+        return Evaluation(
+            rule.name, portfolio_id, world_id, "triggered", reason, event, portfolio_equity, changed
+        )
 
     def sampler(self, key: tuple[str, str], use: str, size: int, interval_ms: int) -> MarkSampler:
         """The world's sampler for ``use`` (made on first use)."""
@@ -353,34 +386,36 @@ class PolicyRunner:
         assert isinstance(trigger, HybridTrigger)
         return Look("hybrid", trigger.every, DriftBand(trigger.threshold, mode=trigger.mode))
 
-    def _not_due(self, look: Look, key: tuple[str, str], last: int | None, now_ms: int) -> str:
+    @staticmethod
+    def _not_due(look: Look, memory: PolicyMemory, last: int | None, now_ms: int) -> str:
         """Why a calendar-driven look is not due now ('' when it is): the world was already
-        rebalanced by its policy this period, or (hybrid, regime) already looked at."""
+        rebalanced by its policy this period, or (hybrid, regime) already looked at, as the
+        world's policy memory says (kept in the changelog: a restart does not look again)."""
         if look.cadence is None:
             return ""
         now_period = period(now_ms, look.cadence)
         if last is not None and period(last, look.cadence) == now_period:
             return f"already rebalanced this {look.cadence} period"
-        if look.kind != "calendar" and self._looked.get(key) == (look.cadence, now_period):
+        seen = memory.looked
+        if (
+            look.kind != "calendar"
+            and seen is not None
+            and (seen.cadence, seen.period) == (look.cadence, now_period)
+        ):
             return f"already looked this {look.cadence} period"
         return ""
 
     def regime(
-        self, rule: PolicyRule, key: tuple[str, str], held: WorldHoldings, now_ms: int
-    ) -> Regime:
-        """The world's volatility regime: marks of its basket (target assets, else what it
-        holds) sampled every ``sample_ms``; equal-weight basket returns between samples.
-        Kept in memory only: after a restart the window fills again (first regime until
-        there are two returns)."""
+        self, rule: PolicyRule, samples: MarkSamples, held: WorldHoldings, now_ms: int
+    ) -> tuple[Regime, MarkSamples]:
+        """The world's volatility regime, and its samples with this moment's taken if due:
+        marks of its basket (target assets, else what it holds; the first ``MARK_LABELS_KEPT``
+        by label) sampled every ``sample_ms``, ``window + 1`` kept; equal-weight basket
+        returns between samples. The samples live in the world's policy memory (changelog),
+        so a restart or a new owner goes on with the window (first regime until there are two
+        returns)."""
         trigger = rule.trigger
         assert isinstance(trigger, RegimeTrigger)
-        regimes = VolatilityRegimes(
-            regimes=tuple(
-                Regime(r.name, r.from_volatility, r.every, r.band) for r in trigger.regimes
-            ),
-            window=trigger.window,
-            periods_per_year=trigger.periods_per_year,
-        )
         target = rule.target
         marks = held.marks()
         if isinstance(target, AllocationTarget):
@@ -389,10 +424,11 @@ class PolicyRunner:
             basket = [(a.venue, a.symbol) for a in target.assets]
         else:
             basket = [(w.venue, w.symbol) for w in target.weights]
-        samples = self.sampler(key, "regime", trigger.window + 1, trigger.sample_ms)
-        samples.offer(now_ms, {label(k): marks[k] for k in basket if k in marks})
-        returns = basket_returns(samples.samples)
-        return regimes.current(returns)
+        now = dict(sorted((label(k), marks[k]) for k in basket if k in marks))
+        now = dict(list(now.items())[:MARK_LABELS_KEPT])
+        taken = samples.taken(now_ms, now, trigger.sample_ms, trigger.window + 1)
+        samples = taken or samples
+        return regime_of(trigger, samples), samples
 
     @staticmethod
     def _throttled(rule: PolicyRule, ws: WorldState, now_ms: int) -> str:
@@ -406,6 +442,17 @@ class PolicyRunner:
             if count >= rule.max_trades:
                 return f"max_trades: {count} this {rule.per} period (limit {rule.max_trades})"
         return ""
+
+
+def regime_of(trigger: RegimeTrigger, samples: MarkSamples) -> Regime:
+    """The regime the samples put the world in: annualized volatility of the equal-weight
+    basket's returns between samples (the assets both samples have)."""
+    regimes = VolatilityRegimes(
+        regimes=tuple(Regime(r.name, r.from_volatility, r.every, r.band) for r in trigger.regimes),
+        window=trigger.window,
+        periods_per_year=trigger.periods_per_year,
+    )
+    return regimes.current(basket_returns(samples.samples()))
 
 
 def _describe(
@@ -450,4 +497,4 @@ def _weights_target(target: RiskTarget, found: RiskWeights) -> tuple[WeightsTarg
     return concrete, estimate
 
 
-__all__ = ["Evaluation", "Outcome", "PolicyRunner", "event_id", "period"]
+__all__ = ["Evaluation", "Outcome", "PolicyRunner", "event_id", "period", "regime_of"]

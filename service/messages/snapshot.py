@@ -32,7 +32,12 @@ class PositionSnapshot(Message):
     strategy_id: Name
     as_of: EpochMs
     seq: Sequence | None = Field(default=None, description="Breaks ties between equal as_of.")
-    cash: Amount | None = None
+    cash: Amount | None = Field(
+        default=None,
+        description="Cash the strategy holds, in the portfolio's currency: counted in the "
+        "portfolio's measured equity (positions times marks plus cash), which live policies "
+        "weigh worlds against.",
+    )
     positions: list[Position] = Field(default_factory=list)
     converged_plan_id: Name | None = Field(
         default=None, description="Set by execution nodes: the last plan fully reached."

@@ -13,6 +13,9 @@ It lives in memory and in a compacted changelog topic the service owns. Keys:
   rejected or expires.
 - ``dead_letters|{topic}|{partition}``: the offset up to which the input partition's bad
   records have been dead-lettered, so a restart that reads them again does not repeat them.
+- ``policy|{portfolio}|{world}``: a ``PolicyMemory`` (``policy_memory``): the period a live
+  policy last looked at the world in and its mark samples, so a restart or a new owner repeats
+  no check.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pydantic import Field, ValidationError
 from ..errors import describe
 from ..messages._types import EpochMs, LotSize, Message, Name, NonNegative, Ratio
 from ..messages.policy import PolicyRebalance
+from .policy_memory import PolicyMemory
 
 APPLIED_EVENTS_KEPT = 2_000
 """How many recent event ids a portfolio remembers, to recognise re-delivered events."""
@@ -306,6 +310,8 @@ class AllocationState:
         self.dead_lettered: dict[tuple[str, int], int] = {}
         """Per input (topic, partition): records below this offset were dead-lettered already
         where they were bad."""
+        self.policy_memories: dict[tuple[str, str], PolicyMemory] = {}
+        """What the live policies remember of each watched world (``policy_memory``)."""
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """Apply one changelog record (last write per key wins)."""
@@ -335,6 +341,13 @@ class AllocationState:
                     self.proposals[(portfolio_id, plan_id)] = value
             elif kind == "dead_letters":
                 self._apply_dead_letters(key, rest, value)
+            elif kind == "policy":
+                portfolio_id, _, world_id = rest.partition("|")
+                if value is None:
+                    self.policy_memories.pop((portfolio_id, world_id), None)
+                else:
+                    memory = PolicyMemory.model_validate_json(value)
+                    self.policy_memories[(portfolio_id, world_id)] = memory
             else:
                 raise ChangelogError(f"unknown changelog key {key!r}")
         except ValidationError as exc:
@@ -382,6 +395,12 @@ class AllocationState:
     def world(self, portfolio_id: str, world_id: str) -> WorldState:
         return self.worlds.get(
             (portfolio_id, world_id), WorldState(portfolio_id=portfolio_id, world_id=world_id)
+        )
+
+    def policy_memory(self, portfolio_id: str, world_id: str) -> PolicyMemory:
+        """What the live policies remember of the world (nothing yet: an empty memory)."""
+        return self.policy_memories.get(
+            (portfolio_id, world_id), PolicyMemory(portfolio_id=portfolio_id, world_id=world_id)
         )
 
     def portfolio(self, portfolio_id: str) -> PortfolioState:

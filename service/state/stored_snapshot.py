@@ -97,6 +97,8 @@ class StoredSnapshot(msgspec.Struct, frozen=True, gc=False):
     converged_plan_id: str | None
     position_count: int
     data: bytes
+    cash: float | None = None
+    """The snapshot's ``cash``: counted in the portfolio's measured equity."""
 
     @property
     def version(self) -> tuple[int, int]:
@@ -194,7 +196,14 @@ def _decode(data: bytes) -> tuple[tuple[StoredPosition, ...], _Decoded]:
 
 def _stored(data: bytes, s: _Decoded) -> StoredSnapshot:
     return StoredSnapshot(
-        s.world_id, s.strategy_id, s.as_of, s.seq, s.converged_plan_id, len(s.positions), data
+        s.world_id,
+        s.strategy_id,
+        s.as_of,
+        s.seq,
+        s.converged_plan_id,
+        len(s.positions),
+        data,
+        s.cash,
     )
 
 
@@ -213,7 +222,14 @@ def decode_snapshot_record(key: bytes | None, value: bytes | None) -> StoredSnap
         if _needs_name_check(value):
             raise _NeedsGeneralPath
         snapshot = StoredSnapshot(
-            s.world_id, s.strategy_id, s.as_of, s.seq, s.converged_plan_id, len(s.positions), value
+            s.world_id,
+            s.strategy_id,
+            s.as_of,
+            s.seq,
+            s.converged_plan_id,
+            len(s.positions),
+            value,
+            s.cash,
         )
     except (*_DecodeErrors, _NeedsGeneralPath):
         snapshot = decode_snapshot(value)

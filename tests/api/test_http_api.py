@@ -640,14 +640,21 @@ async def test_reads_show_each_policy_drift_and_next_check(bootstrap_servers: st
     await app.start()
     try:
         await plan_one_event(app)
+        # the rest of the portfolio is cash on a's snapshot: a measured equity of 1,000,000
+        t = app.settings.topics
+        async with Feed(app.settings.bootstrap_servers or "") as feed:
+            cash = snapshot("a", "s1", [btc(0.6)], as_of=2_000, cash=964_000.0)
+            await feed.snapshot(t.snapshots, cash)
 
         async def measured() -> Any:
             _, body = await call(app, "GET", "/v1/portfolios/default", TOKENS["viewer"])
             worlds = body.get("worlds") if isinstance(body, dict) else None
-            return worlds[0]["policies"] if worlds and worlds[0]["policies"] else None
+            found = worlds[0]["policies"] if worlds and worlds[0]["policies"] else None
+            return found if found and found[0]["equity"] == 1_000_000.0 else None
 
         (seen,) = await until(measured, "world a's policy outlook")
         # world a holds 0.6 BTC at 60,000: 36,000 of 1,000,000 against its allocation of 0.2
+        assert seen["equity_source"] == "measured"
         assert seen["policy"] == "keep-a"
         assert seen["status"] == "in_band"
         assert seen["weights"] == {"world": pytest.approx(0.036)}

@@ -34,10 +34,15 @@ def h() -> Harness:
     return _seeded()
 
 
+RESERVE = 999_880.0
+"""World b's cash: with a's 0.4 X and b's 0.8 X at 100 once seeded, the portfolio's measured
+equity is the seeding events' 1,000,000."""
+
+
 def _seeded() -> Harness:
     harness = Harness()
     harness.snapshots.apply(snap("s1", 0.6))
-    harness.snapshots.apply(snap("s1", 0.4, world="b"))
+    harness.snapshots.apply(snap("s1", 0.4, world="b", cash=RESERVE))
     # both worlds known to the state, their first plans reached
     for world, before, after in (("a", 0.3, 0.2), ("b", 0.1, 0.2)):
         work = harness.send(
@@ -56,6 +61,7 @@ def _seeded() -> Harness:
                 world=world,
                 as_of=900,
                 converged_plan_id=plan_id,
+                cash=RESERVE if world == "b" else None,
             )
         )
     return harness
@@ -195,14 +201,15 @@ def test_flatten_of_one_world_halts_that_world(h: Harness) -> None:
 def test_rebalance_brings_a_drifted_world_back_now(h: Harness) -> None:
     flight = h.state.world("default", "a").in_flight
     assert flight is not None
-    # world a drifted: 4,000 at 100 is 0.4 of the 1,000,000 equity, twice its 0.2
+    # world a drifted: 4,000 at 100 is 400,000 of the measured 1,399,960 (b holds 80 and
+    # 999,880 in cash): 0.2857, against its 0.2; back to 0.2 x 1,399,960 / 100 = 2,799.92 X
     h.snapshots.apply(snap("s1", 4_000.0, as_of=2_000, converged_plan_id=flight.plan_id))
     work = h.run(h.engine.on_event(command("rebalance", world_id="a"), 3_000))
     (record,) = work.records
     assert record["policy"]["trigger"] == "command"
     assert record["policy"]["reason"] == "rebalance by alice: desk review"
     assert (record["command"]["command_id"], record["command"]["requested_by"]) == ("c1", "alice")
-    assert [i["delta_qty"] for i in work.intents] == [-2_000.0]
+    assert [i["delta_qty"] for i in work.intents] == [-1_200.08]
     assert decided(h, "c1").detail == "rebalance: world a of default planned"
 
 
@@ -288,7 +295,8 @@ def test_plans_of_worlds_not_in_reduce_only_keep_the_ids_they_had(h: Harness) ->
     assert flight is not None
     drifted.snapshots.apply(snap("s1", 4_000.0, as_of=2_000, converged_plan_id=flight.plan_id))
     rebalanced = drifted.run(drifted.engine.on_event(command("rebalance", world_id="a"), 3_000))
-    assert rebalanced.records[0]["plan_id"] == "ba4c7b3a0c92438d0e5586b0214e4b63"
+    # measured against the snapshots' equity since issue 16 (item 4): a new measured weight
+    assert rebalanced.records[0]["plan_id"] == "aa5fe64853afa43bbd622871c3f622c3"
 
 
 def test_the_trigger_names_reduce_only_worlds_only_when_there_are_any() -> None:

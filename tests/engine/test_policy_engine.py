@@ -63,12 +63,15 @@ def published(work: Work) -> list[dict[str, Any]]:
 @pytest.fixture
 def h() -> Harness:
     """World a at 0.2 of 1,000 equity, holding 2 X at 100 (exactly on target) in two
-    strategies; lots of 0.001."""
+    strategies; lots of 0.001. The rest is world ``reserve``'s 800 in cash: the measured
+    equity is 1,000 at a mark of 100."""
     harness = Harness(planner=PlannerOptions(lot_size_by_symbol={"X": 0.001}))
     harness.snapshots.apply(snap("s1", [("X", 1.5, 100.0)], as_of=T0 - 5))
     harness.snapshots.apply(snap("s2", [("X", 0.5, 100.0)], as_of=T0 - 5))
+    harness.snapshots.apply(snap("cash", [], as_of=T0 - 5, world="reserve", cash=800.0))
+    allocs = {"a": 0.2, "reserve": 0.8}
     work = harness.send(
-        event(world_alloc_before={"a": 0.2}, world_alloc_after={"a": 0.2}, total_equity=1_000.0),
+        event(world_alloc_before=allocs, world_alloc_after=allocs, total_equity=1_000.0),
         T0 - 1,
     )
     assert work.intents == []
@@ -81,19 +84,22 @@ def drift_to(h: Harness, mark: float, as_of: int = T0, **fields: Any) -> None:
 
 
 def test_allocation_target_scales_the_world_back_to_its_allocation(h: Harness) -> None:
-    drift_to(h, 130.0)  # 2 x 130 = 260 of 1,000: weight 0.26 against 0.2
+    drift_to(h, 130.0)  # 2 x 130 = 260 of a measured 1,060 (800 in cash): 0.2453 against 0.2
+    weight = 260 / 1_060
     work = h.send(policy(), T0 + 20)
     (intent,) = published(work)
-    # every position scales by 0.2 / 0.26: 2 -> 1.538..., rounded toward zero to lots
-    assert intent["delta_qty"] == -0.461
+    # every position scales by 0.2 / 0.2453: 2 -> 1.6307..., rounded toward zero to lots
+    assert intent["delta_qty"] == -0.369
     assert intent["reduce_only"] is True
     assert intent["event_id"] == "policy:keep:a:t1"
     breakdown = {b["strategy_id"]: b["delta_qty"] for b in intent["strategy_breakdown"]}
-    assert breakdown == pytest.approx({"s1": -1.5 * 0.06 / 0.26, "s2": -0.5 * 0.06 / 0.26})
+    shrink = (weight - 0.2) / weight
+    assert breakdown == pytest.approx({"s1": -1.5 * shrink, "s2": -0.5 * shrink})
     (record,) = work.records
     world = record["per_world"]["a"]
-    assert world["alloc_before"] == pytest.approx(0.26)  # measured, not the state's 0.2
+    assert world["alloc_before"] == pytest.approx(weight)  # measured, not the state's 0.2
     assert world["alloc_after"] == 0.2
+    assert record["total_equity"] == 1_060.0  # the measured equity, not the event's 1,000
     assert record["policy"]["policy"] == "keep"
     assert record["coalesced_event_ids"] == ["policy:keep:a:t1"]
     PlanRecord.model_validate_json(orjson.dumps(record))
@@ -109,10 +115,10 @@ def test_allocation_target_scales_the_world_back_to_its_allocation(h: Harness) -
 
 
 def test_net_measure_and_a_world_growing_back(h: Harness) -> None:
-    drift_to(h, 80.0)  # 160 of 1,000: 0.16, scaled up by 0.2 / 0.16
+    drift_to(h, 80.0)  # 160 of a measured 960: 1/6, scaled up by 0.2 x 6 = 1.2
     work = h.send(policy(target={"kind": "allocation", "measure": "net"}), T0 + 20)
     (intent,) = published(work)
-    assert intent["delta_qty"] == 0.5
+    assert intent["delta_qty"] == 0.4
     assert intent["reduce_only"] is False
 
 
@@ -158,11 +164,11 @@ def test_held_while_a_plan_is_in_flight_then_planned_as_measured_on_release(
         snap("s2", [("X", 0.25, 120.0)], as_of=T0 + 40, converged_plan_id=in_flight.plan_id)
     )
     (released,) = [h.run(w) for w in h.engine.released_work(T0 + 50)]
-    # measured now: 1 X at 120 = 0.12 of equity against 0.1
+    # measured now: 1 X at 120 of a measured 920 (800 in cash) = 0.1304 against 0.1
     (record,) = released.records
-    assert record["per_world"]["a"]["alloc_before"] == pytest.approx(0.12)
+    assert record["per_world"]["a"]["alloc_before"] == pytest.approx(120 / 920)
     assert record["policy"]["policy"] == "keep"
-    assert [i["delta_qty"] for i in published(released)] == [-0.166]
+    assert [i["delta_qty"] for i in published(released)] == [-0.233]  # to 0.766 X: 92 of 920
     world = h.state.world("default", "a")
     assert world.held is None
     assert world.alloc == 0.1

@@ -18,16 +18,17 @@ def look(rig: Rig, now: int) -> dict[str, object]:
 
 def test_a_band_rule_shows_the_drift_the_runner_would_act_on() -> None:
     rig = Rig(settings(BAND))
-    rig.price(120.0, NOW)  # 0.24 against 0.2: 0.04 is inside 0.05
+    rig.price(120.0, NOW)  # 240 of a measured 1,040: 0.2308 against 0.2, inside 0.05
     inside = look(rig, NOW)
     assert inside["status"] == "in_band"
-    assert inside["weights"] == pytest.approx({"world": 0.24})
+    assert inside["weights"] == pytest.approx({"world": 240 / 1_040})
     assert inside["targets"] == {"world": 0.2}
-    assert inside["drift"] == pytest.approx({"world": 0.04})
+    assert inside["drift"] == pytest.approx({"world": 240 / 1_040 - 0.2})
+    assert (inside["equity"], inside["equity_source"]) == (1_040.0, "measured")
     assert (inside["band"], inside["band_mode"], inside["out_of_band"]) == (0.05, "absolute", [])
     assert inside["next_check_at"] == NOW + 60_000
     assert rig.at(NOW).outcome == "in_band"  # the runner agrees
-    rig.price(130.0, NOW + 1)
+    rig.price(150.0, NOW + 1)
     out = look(rig, NOW + 1)
     assert (out["status"], out["out_of_band"]) == ("out_of_band", ["world"])
     assert rig.at(NOW + 1).outcome == "triggered"

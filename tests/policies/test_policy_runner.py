@@ -12,6 +12,7 @@ from service.live.runner import DAY_MS, Evaluation, PolicyRunner, period
 from service.planner import PlannerOptions
 from service.policies.measure import holdings
 from service.state.allocations import encode, world_key
+from service.state.policy_memory import MarkSamples
 from tests.engine.test_engine import Harness, event
 from tests.engine.test_policy_engine import snap
 
@@ -44,13 +45,17 @@ BAND = {"kind": "band", "mode": "absolute", "threshold": 0.05}
 
 
 class Rig:
-    """World a at 0.2 of 1,000 equity holding 2 X (value 200 at a mark of 100)."""
+    """World a at 0.2 of 1,000 equity holding 2 X (value 200 at a mark of 100); the rest of
+    the portfolio is world ``reserve``'s 800 in cash, so the measured equity is 1,000 at a
+    mark of 100 and follows X's mark on a's share of it."""
 
     def __init__(self, policies: PolicySettings) -> None:
         self.h = Harness(planner=PlannerOptions(lot_size_by_symbol={"X": 0.001}))
         self.price(100.0, NOW - 10_000)
+        self.h.snapshots.apply(snap("cash", [], as_of=NOW - 10_000, world="reserve", cash=800.0))
+        allocs = {"a": 0.2, "reserve": 0.8}
         self.h.send(
-            event(world_alloc_before={"a": 0.2}, world_alloc_after={"a": 0.2}, total_equity=1e3),
+            event(world_alloc_before=allocs, world_alloc_after=allocs, total_equity=1e3),
             NOW - 10_000,
         )
         self.runner = PolicyRunner(policies, self.h.engine)
@@ -59,10 +64,17 @@ class Rig:
         self.h.snapshots.apply(snap("s1", [("X", 2.0, mark)], as_of=as_of, **fields))
 
     def at(self, now: int, *, mark: float | None = None) -> Evaluation:
+        """Evaluate, and write what it looked at to the state, as the policy loop does."""
         if mark is not None:
             self.price(mark, now)
         (evaluation,) = self.runner.evaluate(now, lambda _: True)
+        self.remember(evaluation)
         return evaluation
+
+    def remember(self, *evaluations: Evaluation) -> None:
+        memories = [e.memory for e in evaluations if e.memory is not None]
+        for work in self.h.engine.remember(memories):
+            self.h.run(work)
 
     def triggers(self, *times: int) -> None:
         """Let the world's state remember earlier policy triggers."""
@@ -73,11 +85,13 @@ class Rig:
 
 def test_band_inside_and_outside() -> None:
     rig = Rig(settings(BAND))
-    inside = rig.at(NOW, mark=120.0)  # 0.24 against 0.2: 0.04 is inside 0.05
+    inside = rig.at(NOW, mark=120.0)  # 240 of 1,040: 0.2308 against 0.2, inside 0.05
     assert inside.outcome == "in_band"
     assert inside.event is None
-    assert "world 0.24 vs 0.2" in inside.detail
-    out = rig.at(NOW + 1_000, mark=130.0)  # 0.26
+    assert "world 0.230769 vs 0.2" in inside.detail
+    assert inside.equity is not None
+    assert (inside.equity.value, inside.equity.source) == (1_040.0, "measured")
+    out = rig.at(NOW + 1_000, mark=150.0)  # 300 of 1,100: 0.2727
     assert out.outcome == "triggered"
     ev = out.event
     assert ev is not None
@@ -88,21 +102,21 @@ def test_band_inside_and_outside() -> None:
         "band",
         NOW + 1_000,
     )
-    assert ev.measured == pytest.approx({"world": 0.26})
+    assert ev.measured == pytest.approx({"world": 300 / 1_100})
     assert ev.targets == {"world": 0.2}
     assert ev.target.kind == "allocation"
-    assert "out of band: world 0.26 vs 0.2 (absolute band 0.05)" in ev.reason
+    assert ev.reason == "out of band: world 0.272727 vs 0.2 (absolute band 0.05)"
 
 
 def test_relative_band_and_a_shrinking_world() -> None:
     rig = Rig(settings({"kind": "band", "mode": "relative", "threshold": 0.25}))
-    assert rig.at(NOW, mark=80.0).outcome == "in_band"  # 0.16: 20 % under
-    assert rig.at(NOW + 1, mark=70.0).outcome == "triggered"  # 0.14: 30 % under
+    assert rig.at(NOW, mark=80.0).outcome == "in_band"  # 160 of 960: 16.7 % under
+    assert rig.at(NOW + 1, mark=70.0).outcome == "triggered"  # 140 of 940: 25.5 % under
 
 
 def test_ids_are_deterministic_per_bucket_so_a_restart_or_second_instance_does_not_repeat() -> None:
     rig = Rig(settings(BAND))
-    rig.price(130.0, NOW)
+    rig.price(150.0, NOW)
     bucket = NOW // INTERVAL * INTERVAL
     first = rig.runner.evaluate(bucket + 5, lambda _: True)[0].event
     other = PolicyRunner(rig.runner.settings, rig.h.engine)  # a restart, or another instance
@@ -121,7 +135,7 @@ def test_ids_are_deterministic_per_bucket_so_a_restart_or_second_instance_does_n
 
 def test_a_published_event_blocks_its_world_until_it_is_applied() -> None:
     rig = Rig(settings(BAND))
-    triggered = rig.at(NOW, mark=130.0)
+    triggered = rig.at(NOW, mark=150.0)
     assert triggered.event is not None
     rig.runner.published(triggered.event, NOW)
     pending = rig.at(NOW + INTERVAL)
@@ -131,7 +145,7 @@ def test_a_published_event_blocks_its_world_until_it_is_applied() -> None:
     assert rig.at(NOW + INTERVAL + 2).outcome == "busy"  # its plan is in flight
     # an event that never gets applied (dead-lettered) stops blocking after a while
     lost = Rig(settings(BAND))
-    ev = lost.at(NOW, mark=130.0).event
+    ev = lost.at(NOW, mark=150.0).event
     assert ev is not None
     lost.runner.published(ev, NOW)
     assert lost.at(NOW + lost.runner.outstanding_ms).outcome == "pending"
@@ -140,13 +154,13 @@ def test_a_published_event_blocks_its_world_until_it_is_applied() -> None:
 
 def test_the_world_is_free_again_once_its_correction_is_reached() -> None:
     rig = Rig(settings(BAND))
-    ev = rig.at(NOW, mark=130.0).event
+    ev = rig.at(NOW, mark=150.0).event
     assert ev is not None
     work = rig.h.send(ev, NOW + 1)
     plan_id = work.records[0]["plan_id"]
     assert rig.at(NOW + 2).outcome == "busy"
     rig.h.snapshots.apply(
-        snap("s1", [("X", 1.539, 130.0)], as_of=NOW + 3, converged_plan_id=plan_id)
+        snap("s1", [("X", 1.466, 150.0)], as_of=NOW + 3, converged_plan_id=plan_id)
     )
     assert rig.at(NOW + 4).outcome == "in_band"
 
@@ -154,21 +168,21 @@ def test_the_world_is_free_again_once_its_correction_is_reached() -> None:
 def test_cooldown() -> None:
     rig = Rig(settings(BAND, cooldown_ms=3_600_000))
     rig.triggers(NOW - 3_000_000)
-    throttled = rig.at(NOW, mark=130.0)
+    throttled = rig.at(NOW, mark=150.0)
     assert throttled.outcome == "throttled"
     assert "cooldown" in throttled.detail
-    assert rig.at(NOW + 600_000, mark=130.0).outcome == "triggered"
+    assert rig.at(NOW + 600_000, mark=150.0).outcome == "triggered"
 
 
 def test_max_trades_per_period() -> None:
     rig = Rig(settings(BAND, max_trades=2, per="daily"))
     today = NOW // DAY_MS * DAY_MS
     rig.triggers(today + 1, today + 2)
-    throttled = rig.at(NOW, mark=130.0)
+    throttled = rig.at(NOW, mark=150.0)
     assert throttled.outcome == "throttled"
     assert "max_trades: 2 this daily period (limit 2)" in throttled.detail
     rig.triggers(today - 2, today + 1)  # one today: one more is allowed
-    assert rig.at(NOW + 1, mark=130.0).outcome == "triggered"
+    assert rig.at(NOW + 1, mark=150.0).outcome == "triggered"
 
 
 def test_stale_or_missing_marks_never_trigger() -> None:
@@ -219,24 +233,35 @@ def test_a_look_that_could_not_measure_does_not_count() -> None:
 def test_volatility_regime_sets_cadence_and_band() -> None:
     regime = {"kind": "regime", "mode": "absolute", "window": 4, "sample_ms": DAY_MS}
     rig = Rig(settings(regime))
-    key = ("default", "a")
     rule = rig.runner.rules[0]
 
+    samples = MarkSamples()
+
     def regime_on(day: int, mark: float) -> str:
+        nonlocal samples
         rig.price(mark, NOW + day * DAY_MS)
         table = rig.h.snapshots.positions(["a"])
-        return rig.runner.regime(rule, key, holdings(table, "a"), NOW + day * DAY_MS).name
+        held = holdings(table, "a")
+        regime, samples = rig.runner.regime(rule, samples, held, NOW + day * DAY_MS)
+        return regime.name
 
     assert regime_on(0, 100.0) == "low"  # no returns yet
     assert regime_on(1, 100.1) == "low"
     assert regime_on(2, 100.0) == "low"  # calm: well under 15 % a year
     assert regime_on(3, 110.0) == "extreme"  # +-10 % a day is far above 60 % a year
     assert regime_on(3, 140.0) == "extreme"  # same day: no new sample
+    assert samples.samples() == [
+        (NOW + day * DAY_MS, {"v:X": mark})
+        for day, mark in ((0, 100.0), (1, 100.1), (2, 100.0), (3, 110.0))
+    ]
+    for day in range(4, 8):
+        regime_on(day, 110.0)
+    assert len(samples.times) == 5  # window + 1: the oldest dropped
 
 
 def test_only_owned_portfolios_and_the_asked_worlds_are_evaluated() -> None:
     rig = Rig(settings(BAND))
-    rig.price(130.0, NOW)
+    rig.price(150.0, NOW)
     assert rig.runner.evaluate(NOW, lambda _: False) == []
     assert rig.runner.evaluate(NOW, lambda _: True, worlds={"b"}) == []
     assert [e.outcome for e in rig.runner.evaluate(NOW, lambda _: True, worlds={"a"})] == [

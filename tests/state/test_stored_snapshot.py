@@ -199,7 +199,7 @@ def stored_positions(model: PositionSnapshot) -> tuple[StoredPosition, ...]:
 
 
 def header(s: Any) -> tuple[Any, ...]:
-    return (s.world_id, s.strategy_id, s.as_of, s.seq, s.converged_plan_id)
+    return (s.world_id, s.strategy_id, s.as_of, s.seq, s.converged_plan_id, s.cash)
 
 
 @settings(max_examples=examples(3000), suppress_health_check=[HealthCheck.too_slow])
@@ -308,10 +308,11 @@ def test_stored_form_of_a_model_round_trips() -> None:
             "as_of": 3,
             "seq": 2,
             "converged_plan_id": "p",
+            "cash": 5.0,
             "positions": [{"symbol": "ETH", "venue": "v", "qty": -2.0, "mark": 3.0}],
         }
     )
     stored = StoredSnapshot.of(model)
-    assert header(stored) == ("w", "s", 3, 2, "p")
+    assert header(stored) == ("w", "s", 3, 2, "p", 5.0)
     assert stored.positions() == stored_positions(model)
     assert stored.version == (3, 2)
