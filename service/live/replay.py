@@ -281,6 +281,7 @@ class _Driver:
         for work in self.engine.reached_work(now_ms):
             self.carry_out(work)
         out = []
+        memories = []
         for ev in self.runner.evaluate(now_ms, lambda _p: True, [world.world_id]):
             if ev.portfolio_id != world.portfolio_id:
                 continue
@@ -288,6 +289,10 @@ class _Driver:
             if ev.event is not None:
                 self.runner.published(ev.event, now_ms)
                 out.append(ev.event)
+            if ev.memory is not None:
+                memories.append(ev.memory)
+        for work in self.engine.remember(memories):  # what it looked at, as the loop keeps it
+            self.carry_out(work)
         return out
 
 
