@@ -56,7 +56,8 @@ from .messages.allocation import AllocationEvent
 from .messages.command import OperatorCommand
 from .metrics import Metrics
 from .planner import PlannerOptions
-from .policies.costs import CostModel
+from .policies.costs import CostGate, CostModel
+from .policies.gate import CorrectionGate
 from .runtime import freeze_startup_heap
 from .settings import Settings
 from .state.allocations import AllocationState, ChangelogError
@@ -107,6 +108,21 @@ def approval_rules(settings: Settings) -> ApprovalRules:
     )
 
 
+def cost_gates(settings: Settings) -> dict[str, CorrectionGate]:
+    """Per rule with a ``cost_gate``, the gate its corrections pass (``[costs]`` for costs)."""
+    costs = CostModel(**settings.costs.model_dump())
+    return {
+        rule.name: CorrectionGate(
+            costs=costs,
+            gate=CostGate(max_cost_to_benefit=rule.cost_gate.max_cost_to_benefit),
+            volatility=rule.cost_gate.volatility,
+            volatility_by_symbol=dict(rule.cost_gate.volatility_by_symbol),
+        )
+        for rule in settings.policies.rules
+        if rule.cost_gate is not None
+    }
+
+
 class RebalancerApp:
     """One instance of the rebalancing service: its parts, started and stopped in order."""
 
@@ -131,6 +147,7 @@ class RebalancerApp:
                 plan_settle_timeout_ms=settings.plan_settle_timeout_ms,
                 max_snapshot_age_ms=settings.max_snapshot_age_ms,
                 approval=approval_rules(settings),
+                cost_gates=cost_gates(settings),
             ),
         )
         self.writer_id = uuid.uuid4().hex

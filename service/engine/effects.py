@@ -52,6 +52,7 @@ from ..state.allocations import (
 from ..state.snapshots import SnapshotTable
 from .admission import Requested, Waiting, checked
 from .approval import Approvals, proposal_entry
+from .gating import skipped_record
 from .options import EngineOptions, EventOptions
 from .work import Held, Json, Outcome, Work
 
@@ -202,6 +203,7 @@ class Effects:
         trigger: Trigger,
         basis: Basis,
         proposal: Mapping[str, HeldChange] | None = None,
+        cost_gate: Json | None = None,
     ) -> Work:
         """A plan's work: its intents, record, write-ahead and new state; or, where a planned
         world needs approval and ``proposal`` gives each planned world's change as it would
@@ -219,6 +221,8 @@ class Effects:
             record["policy"] = policy.model_dump(mode="json")
         if trigger.command is not None:
             record["command"] = command_record(trigger.command)
+        if cost_gate is not None:
+            record["cost_gate"] = cost_gate
         shared = plan.context.options.execution_mode == "shared_account"
         new_worlds = dict(basis.worlds)
         affected_by_world = affected_strategies(plan)
@@ -264,6 +268,28 @@ class Effects:
             )
         work = publication(portfolio_id, record, new_worlds.values(), portfolio)
         return replace(work, plan=plan, planned_worlds=planned)
+
+    def skip(self, plan: Plan, trigger: Trigger, basis: Basis, cost_gate: Json) -> Work:
+        """A policy correction its cost gate skips: its record published (status
+        ``skipped_by_cost_gate``, both figures, no intents) through the write-ahead, its
+        world freed (nothing held, nothing in flight: the next drift asks again)."""
+        assert isinstance(trigger.event, PolicyRebalance)
+        record = skipped_record(plan.wire)
+        record["policy"] = trigger.event.model_dump(mode="json")
+        record["cost_gate"] = cost_gate
+        worlds = [
+            checked(
+                (
+                    basis.worlds.get(s.world_id)
+                    or self.sources.state.world(trigger.portfolio_id, s.world_id)
+                ).model_copy(update={"held": None, "proposal": None})
+            )
+            for s in plan.worlds
+        ]
+        work = publication(
+            trigger.portfolio_id, record, worlds, checked(basis.portfolio), outcome=Outcome.SKIPPED
+        )
+        return replace(work, planned_worlds=[s.world_id for s in plan.worlds])
 
     def held(
         self,

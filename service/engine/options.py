@@ -10,6 +10,7 @@ from typing import Any
 from ..messages import WorldAllocationsChanged
 from ..messages.allocation import AllocationEvent
 from ..planner import PlannerOptions
+from ..policies.gate import CorrectionGate
 from ..state.allocations import HeldChange
 
 
@@ -39,6 +40,10 @@ class EngineOptions:
     max_snapshot_age_ms: int | None = None
     """Snapshots older than this hold their world's changes (``None``: never)."""
     approval: ApprovalRules = field(default_factory=ApprovalRules)
+    cost_gates: Mapping[str, CorrectionGate] = field(default_factory=dict)
+    """Per policy (rule name), the cost gate its corrections pass; a policy without one is
+    not gated (the default), and neither is an operator's rebalance nor an allocation
+    change."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ..state.allocations import (
 )
 from .admission import check_policy
 from .effects import Basis, Effects, Sources, Trigger, reduce_only_worlds, run_planner
+from .gating import decide
 from .holding import Holding, hold_policy
 from .work import Outcome, Work
 
@@ -158,6 +159,7 @@ class PolicyCorrections:
                 )
             change = WorldChange(world_id, alloc_before=weight, alloc_after=ws.alloc)
             planner = self.sources.planner
+            gate_equity = equity
         else:
             base = (ws.alloc or 0.0) * equity if target.base == "allocation" else held.value("net")
             if not base > 0:
@@ -165,6 +167,7 @@ class PolicyCorrections:
                     f"world {world_id!r}: its {target.base} base is {base:.12g}; "
                     "target weights need a positive base"
                 )
+            gate_equity = base
             marks = held.marks()
             keys = [(w.venue, w.symbol) for w in target.weights]
             unpriced = [label(k) for k in keys if k not in marks]
@@ -197,8 +200,14 @@ class PolicyCorrections:
         basis = Basis(portfolio, {world_id: ws})
         reduce_only = reduce_only_worlds(self.sources.state, basis, [world_id])
         plan = run_planner(planner, trigger.context([change], positions, options, reduce_only))
+        figures = None
+        gate = self.sources.options.cost_gates.get(event.policy)
+        if gate is not None and event.trigger != "command":  # an operator's ask is not gated
+            figures = decide(gate, plan.wire, world_id, gate_equity).as_record()
+            if not figures["go"]:
+                return self.effects.skip(plan, trigger, basis, figures)
         waiting = hold_policy(None, event, HoldReason.AWAITING_APPROVAL, now_ms)
         waiting = waiting.model_copy(
             update={"event_ids": list(correction.event_ids), "requested_by": correction.asker}
         )
-        return self.effects.commit(plan, trigger, basis, {world_id: waiting})
+        return self.effects.commit(plan, trigger, basis, {world_id: waiting}, figures)

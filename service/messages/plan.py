@@ -126,10 +126,33 @@ class CommandOrigin(Message):
     requested_at: EpochMs
 
 
-PlanStatus = Literal["planned", "held", "proposed", "approved", "rejected", "expired"]
+class CostGateFigures(Message):
+    """A policy correction's cost gate: both sides of its decision (docs/live-policies.md).
+
+    Shares are of ``equity`` (the portfolio's total equity for an allocation target, the
+    target's base for weights). The benefit is the annualized tracking error the correction
+    removes; it goes when ``cost_share <= max_cost_to_benefit x benefit_share``."""
+
+    equity: NonNegative
+    cost: NonNegative = Field(description="Fees, half spread and fixed costs, in money.")
+    cost_share: NonNegative = Field(description="cost / equity.")
+    benefit_share: NonNegative = Field(
+        description="Expected benefit: tracking_error_before - tracking_error_after."
+    )
+    tracking_error_before: NonNegative
+    tracking_error_after: NonNegative
+    max_cost_to_benefit: NonNegative
+    go: bool = Field(description="Whether the correction was carried out.")
+
+
+PlanStatus = Literal[
+    "planned", "held", "proposed", "approved", "rejected", "expired", "skipped_by_cost_gate"
+]
 """``planned``: published. ``held``: its worlds wait. ``proposed``: awaits approval (no
 intents). ``approved``: the proposal published as proposed (its intents). ``rejected``,
-``expired``: a proposal that was not published."""
+``expired``: a proposal that was not published. ``skipped_by_cost_gate``: a policy
+correction whose cost exceeded its share of the benefit (``cost_gate``); what it would have
+traded is in ``per_world``, without intents."""
 
 
 class PlanRecord(Message):
@@ -170,4 +193,8 @@ class PlanRecord(Message):
     )
     command: CommandOrigin | None = Field(
         default=None, description="The operator's command the plan carries out, if one."
+    )
+    cost_gate: CostGateFigures | None = Field(
+        default=None,
+        description="The cost gate's figures, on a policy correction whose rule has a gate.",
     )
