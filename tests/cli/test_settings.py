@@ -155,6 +155,18 @@ def test_policies_are_off_by_default_and_load_from_the_environment(
             [_rule(target={"kind": "weights", "weights": [{"venue": "v", "symbol": "X"}]})],
             r"policies\.rules\.0\.target\.weights\.0\.weight: Field required",
         ),
+        (
+            [_rule(cost_gate={"max_cost_to_benefit": 1.0})],
+            r"policies\.rules\.0\.cost_gate\.volatility: Field required",
+        ),
+        (
+            [_rule(cost_gate={"volatility": 0.5, "max_cost_to_benefit": -1})],
+            r"policies\.rules\.0\.cost_gate\.max_cost_to_benefit: Input should be greater",
+        ),
+        (
+            [_rule(cost_gate={"volatility": 0.5, "volatility_by_symbol": {"X": 0}})],
+            r"policies\.rules\.0\.cost_gate\.volatility_by_symbol\.X: Input should be greater",
+        ),
     ],
 )
 def test_bad_policies_are_refused_naming_the_key(
@@ -164,6 +176,26 @@ def test_bad_policies_are_refused_naming_the_key(
     monkeypatch.setenv("REBALANCER_POLICIES__RULES", orjson.dumps(rules).decode())
     with pytest.raises(InputError, match=expected):
         load_settings()
+
+
+def test_a_rules_cost_gate_is_off_by_default_and_loads_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REBALANCER_POLICIES__ENABLED", "true")
+    gate = {"max_cost_to_benefit": 0.5, "volatility": 0.6, "volatility_by_symbol": {"X": 0.9}}
+    rules = [_rule(), _rule(name="g", worlds=["b"], cost_gate=gate)]
+    monkeypatch.setenv("REBALANCER_POLICIES__RULES", orjson.dumps(rules).decode())
+    monkeypatch.setenv("REBALANCER_COSTS__FIXED_PER_TRADE", "5")
+    settings = load_settings()
+    plain, gated = settings.policies.rules
+    assert plain.cost_gate is None
+    assert gated.cost_gate is not None
+    assert gated.cost_gate.volatility_by_symbol == {"X": 0.9}
+    from service.app import cost_gates
+
+    (built,) = cost_gates(settings).items()
+    assert built[0] == "g"
+    assert (built[1].ratio, built[1].costs.fixed_per_trade, built[1].vol("X")) == (0.5, 5.0, 0.9)
 
 
 def test_weights_targets_need_per_world_execution(monkeypatch: pytest.MonkeyPatch) -> None:
