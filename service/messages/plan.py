@@ -91,6 +91,9 @@ class PlanOptions(Message):
     execution_mode: Literal["per_world", "shared_account"]
     min_trade_notional: NonNegative
     qty_decimals: int
+    min_notional_by_venue: dict[Name, NonNegative] | None = Field(
+        default=None, description="Per venue, the minimum notional of an intent (when set)."
+    )
 
 
 class PlanTiming(Message):
