@@ -68,6 +68,16 @@ class Sources:
     options: EngineOptions
     planner: Rebalancer
 
+    def chosen(
+        self, portfolio_id: str, world_ids: Sequence[str]
+    ) -> tuple[Rebalancer, PlannerOptions]:
+        """The planner of a plan of ``world_ids`` (``planners.choice``, else the engine's),
+        and the planner options it plans with."""
+        choice = self.options.planners.of(portfolio_id, world_ids)
+        if choice is None:
+            return self.planner, self.options.planner
+        return choice.planner, choice.options(self.options.planner)
+
 
 @dataclass(frozen=True)
 class Trigger:
@@ -187,13 +197,14 @@ class Effects:
                     strategy_after=req.strategy_after,
                 )
             )
-        options = request.asked.applied_to(self.sources.options.planner)
         planned = [c.world_id for c in changes]
+        planner, options = self.sources.chosen(trigger.portfolio_id, planned)
+        options = request.asked.applied_to(options)
         shared = options.execution_mode == "shared_account"
         positions = self.sources.snapshots.positions(None if shared else planned)
         reduce_only = reduce_only_worlds(state, request.basis, planned)
         context = trigger.context(changes, positions, options, reduce_only)
-        plan = run_planner(self.sources.planner, context)
+        plan = run_planner(planner, context)
         proposal = request.held_changes() if request.approvable else None
         return self.commit(plan, trigger, request.basis, proposal)
 

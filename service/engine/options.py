@@ -12,6 +12,7 @@ from ..messages.allocation import AllocationEvent
 from ..planner import PlannerOptions
 from ..policies.gate import CorrectionGate
 from ..state.allocations import HeldChange
+from .choice import PlannerChoice
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class EngineOptions:
     max_snapshot_age_ms: int | None = None
     """Snapshots older than this hold their world's changes (``None``: never)."""
     approval: ApprovalRules = field(default_factory=ApprovalRules)
+    planners: PlannerChoice = field(default_factory=PlannerChoice)
+    """The planner chosen per portfolio or world (the engine's own planner elsewhere)."""
     cost_gates: Mapping[str, CorrectionGate] = field(default_factory=dict)
     """Per policy (rule name), the cost gate its corrections pass; a policy without one is
     not gated (the default), and neither is an operator's rebalance nor an allocation

@@ -21,6 +21,7 @@ from ..planner import (
     WorldChange,
     WorldTargets,
 )
+from ..policies.cost_aware import CostAwareRebalancer
 from ..policies.measure import holdings, label
 from ..state.allocations import (
     POLICY_TRIGGERS_KEPT,
@@ -139,7 +140,7 @@ class PolicyCorrections:
         """
         event, ws, portfolio = correction.event, correction.world, correction.portfolio
         world_id = ws.world_id
-        options = self.sources.options.planner
+        chosen, options = self.sources.chosen(ws.portfolio_id, [world_id])
         shared = options.execution_mode == "shared_account"
         positions = self.sources.snapshots.positions(None if shared else [world_id])
         held = holdings(positions, world_id)
@@ -158,7 +159,7 @@ class PolicyCorrections:
                     "there is nothing to scale to its allocation"
                 )
             change = WorldChange(world_id, alloc_before=weight, alloc_after=ws.alloc)
-            planner = self.sources.planner
+            planner = chosen
             gate_equity = equity
         else:
             base = (ws.alloc or 0.0) * equity if target.base == "allocation" else held.value("net")
@@ -187,6 +188,8 @@ class PolicyCorrections:
                 planner = TargetWeightRebalancer({world_id: targets})
             except PlanningError as exc:
                 raise InputError(str(exc)) from None
+            if isinstance(chosen, CostAwareRebalancer):  # the world's keys weighed on cost
+                planner = chosen.over(planner)
         trigger = Trigger(
             portfolio_id=ws.portfolio_id,
             event=event,

@@ -14,7 +14,14 @@ from ._types import EpochMs, Message, Name, NonNegative, Price, Quantity, Schema
 from .intent import Leg, StrategyDelta
 from .policy import PolicyRebalance
 
-DropReason = Literal["below_min_notional", "rounded_to_zero", "missing_mark", "held", "unchanged"]
+DropReason = Literal[
+    "below_min_notional",
+    "rounded_to_zero",
+    "missing_mark",
+    "held",
+    "unchanged",
+    "cost_exceeds_benefit",
+]
 WeightsSource = Literal["request", "current", "snapshots", "none"]
 
 
@@ -57,7 +64,9 @@ class DroppedKey(Message):
     symbol: Name
     reason: DropReason = Field(
         description="held: the key would open or grow a position of a world in the "
-        "reduce-only trading state; its unrounded delta is what was asked."
+        "reduce-only trading state; its unrounded delta is what was asked. "
+        "cost_exceeds_benefit: the cost_aware planner found its trading cost above its "
+        "share of the tracking error it removes."
     )
     current_qty: Quantity
     delta_qty_unrounded: Quantity

@@ -22,8 +22,9 @@ from .positions import FloatArray, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
 
-TRADE, UNCHANGED, MISSING_MARK, BELOW_MIN_NOTIONAL, ROUNDED_TO_ZERO, HELD = range(6)
+TRADE, UNCHANGED, MISSING_MARK, BELOW_MIN_NOTIONAL, ROUNDED_TO_ZERO, HELD, COSTLY = range(7)
 REASONS = {
+    COSTLY: "cost_exceeds_benefit",
     UNCHANGED: "unchanged",
     MISSING_MARK: "missing_mark",
     BELOW_MIN_NOTIONAL: "below_min_notional",
