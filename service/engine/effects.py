@@ -310,11 +310,11 @@ class Effects:
     ) -> Held:
         """The worlds of ``event`` that wait (``changes``: each one's held change), and the
         held plan record saying which wait, why, and with what events."""
-        options = self.sources.options.planner
         worlds = list(changes)
+        chosen, options = self.sources.chosen(event.portfolio_id, worlds)
         reasons = sorted({h.reason for h in changes.values()})
         coalesced = [e for h in changes.values() for e in h.event_ids]
-        planner = getattr(self.sources.planner, "name", "planner")
+        planner = getattr(chosen, "name", "planner")
         record: Json = {
             "schema_version": 1,
             "plan_id": "held-" + _sha(["held", event.portfolio_id, event.event_id, worlds]),

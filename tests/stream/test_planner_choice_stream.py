@@ -11,6 +11,7 @@ import pytest
 
 from service.app import RebalancerApp
 from tests.kafka_support import Feed, Tail, fresh_settings
+from tests.stream.test_policy_stream import until
 from tests.stream.test_stream_service import btc, snapshot, world_move
 
 
@@ -82,7 +83,8 @@ async def test_each_world_is_planned_by_its_planner_with_venue_minimums(
                 -0.5,
             )
             assert c["intent_ids"] == []
-            assert app.state.world("default", "c").alloc == 0.05  # the move itself is applied
+            # the move itself is applied (the state is written after the record is published)
+            await until(lambda: app.state.world("default", "c").alloc == 0.05, "c at 0.05")
 
             published = await intents.count(2)
             await intents.quiet(0.3)
