@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.app import approval_rules
+from service.app import approval_rules, cost_gates, planner_choice
 from service.errors import InputError
 from service.live.config import PolicySettings
 from service.planner import PlannerOptions
@@ -194,8 +194,6 @@ def test_a_rules_cost_gate_is_off_by_default_and_loads_from_the_environment(
     assert plain.cost_gate is None
     assert gated.cost_gate is not None
     assert gated.cost_gate.volatility_by_symbol == {"X": 0.9}
-    from service.app import cost_gates
-
     (built,) = cost_gates(settings).items()
     assert built[0] == "g"
     assert (built[1].ratio, built[1].costs.fixed_per_trade, built[1].vol("X")) == (0.5, 5.0, 0.9)
@@ -217,8 +215,6 @@ def test_planners_are_chosen_per_portfolio_and_world(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("REBALANCER_PLANNER__MIN_NOTIONAL_BY_VENUE", '{"binance": 10}')
     settings = load_settings()
     assert settings.planner.min_notional_by_venue == {"binance": 10.0}
-    from service.app import planner_choice
-
     built = planner_choice(settings)
     assert built.by_portfolio["p"].scale_rule == "bounded"
     assert built.by_world[("p", "w")].planner.name == "target_weight"
