@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.engine import RebalanceEngine, Work
+from service.engine.gating import SKIPPED
+from service.engine.gating import reason as gate_reason
 from service.metrics import Metrics
 from service.state.allocations import AllocationState
 
@@ -65,6 +67,14 @@ class Worker:
             self.metrics.intents_published.inc(published.intents)
         for status in published.record_statuses:
             self.metrics.plans_published.labels(status).inc()
+        for record in work.records:
+            if record.get("status") == SKIPPED:
+                self.metrics.policy_cost_gated.labels(record["policy"]["policy"]).inc()
+                log.info(
+                    "policy correction %s skipped by its cost gate: %s",
+                    record["event_id"],
+                    gate_reason(record["cost_gate"]),
+                )
 
     async def sync(self) -> None:
         """After an assignment change: catch up with the changelog (the previous owner's

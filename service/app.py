@@ -48,6 +48,7 @@ from .api.changes import Changes
 from .api.routes import build_app
 from .api.server import ApiServer
 from .engine import EngineOptions, RebalanceEngine, Work
+from .engine.choice import Chosen, PlannerChoice
 from .engine.options import ApprovalRules, PaceRule, PacingRules
 from .errors import describe
 from .live.outlook import PolicyOutlook, world_outlooks
@@ -55,8 +56,11 @@ from .live.runner import PolicyRunner
 from .messages.allocation import AllocationEvent
 from .messages.command import OperatorCommand
 from .metrics import Metrics
-from .planner import PlannerOptions
-from .policies.costs import CostModel
+from .planner import MultiWorldProportionalRebalancer, PlannerOptions, Rebalancer
+from .planner.mix import MixRebalancer
+from .policies.cost_aware import CostAwareRebalancer
+from .policies.costs import CostGate, CostModel
+from .policies.gate import CorrectionGate
 from .runtime import freeze_startup_heap
 from .settings import Settings
 from .state.allocations import AllocationState, ChangelogError
@@ -124,6 +128,47 @@ def pacing_rules(settings: Settings) -> PacingRules:
     )
 
 
+def planner_choice(settings: Settings) -> PlannerChoice:
+    """The configured planner of each portfolio and world (``[[planners.choice]]``)."""
+    costs = CostModel(**settings.costs.model_dump())
+    by_portfolio: dict[str, Chosen] = {}
+    by_world: dict[tuple[str, str], Chosen] = {}
+    for rule in settings.planners.choice:
+        base = rule.cost_aware.base if rule.cost_aware is not None else rule.planner
+        planner: Rebalancer = (
+            MixRebalancer() if base == "target_weight" else MultiWorldProportionalRebalancer()
+        )
+        if rule.cost_aware is not None:
+            planner = CostAwareRebalancer(
+                planner,
+                costs,
+                volatility=rule.cost_aware.volatility,
+                volatility_by_symbol=rule.cost_aware.volatility_by_symbol,
+                max_cost_to_benefit=rule.cost_aware.max_cost_to_benefit,
+            )
+        chosen = Chosen(planner, rule.scale_rule)
+        if rule.world is None:
+            by_portfolio[rule.portfolio] = chosen
+        else:
+            by_world[(rule.portfolio, rule.world)] = chosen
+    return PlannerChoice(by_portfolio, by_world)
+
+
+def cost_gates(settings: Settings) -> dict[str, CorrectionGate]:
+    """Per rule with a ``cost_gate``, the gate its corrections pass (``[costs]`` for costs)."""
+    costs = CostModel(**settings.costs.model_dump())
+    return {
+        rule.name: CorrectionGate(
+            costs=costs,
+            gate=CostGate(max_cost_to_benefit=rule.cost_gate.max_cost_to_benefit),
+            volatility=rule.cost_gate.volatility,
+            volatility_by_symbol=dict(rule.cost_gate.volatility_by_symbol),
+        )
+        for rule in settings.policies.rules
+        if rule.cost_gate is not None
+    }
+
+
 class RebalancerApp:
     """One instance of the rebalancing service: its parts, started and stopped in order."""
 
@@ -150,6 +195,8 @@ class RebalancerApp:
                 approval=approval_rules(settings),
                 pacing=pacing_rules(settings),
                 max_slice_notional=settings.slicing.max_slice_notional,
+                cost_gates=cost_gates(settings),
+                planners=planner_choice(settings),
             ),
         )
         self.writer_id = uuid.uuid4().hex

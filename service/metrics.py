@@ -139,6 +139,13 @@ class Metrics:
             "Times held changes could not be planned on release (kept held; once per reason).",
             registry=r,
         )
+        self.policy_cost_gated = Counter(
+            "rebalancer_policy_cost_gated",
+            "Policy corrections skipped by their rule's cost gate (cost above its share of "
+            "the expected benefit), by policy.",
+            ["policy"],
+            registry=r,
+        )
         self.policy_dropped = Counter(
             "rebalancer_policy_dropped",
             "Held policy corrections that could not be planned when released.",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,7 +31,7 @@ from pydantic_settings import (
 from .errors import InputError, describe
 from .live.config import PolicySettings
 from .messages._types import MAX_AMOUNT, Name
-from .planner import PlannerOptions
+from .planner import PlannerOptions, ScaleRule
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
@@ -274,6 +274,67 @@ class PacingSettings(BaseModel):
         return self
 
 
+Volatility = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
+
+
+class CostAwareSettings(BaseModel):
+    """The cost-aware planner: its base planner's plan without the keys whose cost
+    (``[costs]``) is above ``max_cost_to_benefit`` x the tracking error their trade removes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base: Literal["proportional", "target_weight"] = "proportional"
+    max_cost_to_benefit: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False)
+    volatility: Volatility = Field(description="Annualized volatility of every key (0.6: 60%).")
+    volatility_by_symbol: dict[Name, Volatility] = Field(default_factory=dict)
+
+
+class PlannerChoiceRule(BaseModel):
+    """The planner of a portfolio's plans, or of one of its worlds'."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    portfolio: Name = "default"
+    world: Name | None = Field(default=None, description="Unset: the whole portfolio.")
+    planner: Literal["proportional", "target_weight", "cost_aware"]
+    scale_rule: ScaleRule | None = Field(
+        default=None, description="The proportional planner's rule here (default: planner's)."
+    )
+    cost_aware: CostAwareSettings | None = Field(
+        default=None, description="Required with planner cost_aware, refused otherwise."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> PlannerChoiceRule:
+        if (self.planner == "cost_aware") != (self.cost_aware is not None):
+            raise ValueError("cost_aware: settings go with planner cost_aware, and only with it")
+        base = self.cost_aware.base if self.cost_aware is not None else self.planner
+        if self.scale_rule is not None and base != "proportional":
+            raise ValueError(f"scale_rule: applies to the proportional planner, not {base}")
+        return self
+
+
+class PlannerChoiceSettings(BaseModel):
+    """Planners chosen per portfolio or world (``planner`` options apply to all of them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    choice: list[PlannerChoiceRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PlannerChoiceSettings:
+        seen: set[tuple[str, str | None]] = set()
+        for i, rule in enumerate(self.choice):
+            where = (rule.portfolio, rule.world)
+            if where in seen:
+                world = f" world {rule.world!r}" if rule.world else ""
+                raise ValueError(
+                    f"choice.{i}: portfolio {rule.portfolio!r}{world} has a planner already"
+                )
+            seen.add(where)
+        return self
+
+
 class SlicingSettings(BaseModel):
     """Slicing: an intent above ``max_slice_notional`` is published as slices, in whole lots,
     which execution nodes trade one after the other. Off unless it is set."""
@@ -439,7 +500,20 @@ class Settings(BaseSettings):
     slicing: SlicingSettings = SlicingSettings()
     portfolio_id: str = Field(default="default", min_length=1)
     planner: PlannerOptions = PlannerOptions()
+    planners: PlannerChoiceSettings = PlannerChoiceSettings()
     policies: PolicySettings = PolicySettings()
+
+    @model_validator(mode="after")
+    def _chosen_planners_fit_the_mode(self) -> Settings:
+        if self.planner.execution_mode != "shared_account":
+            return self
+        for i, rule in enumerate(self.planners.choice):
+            if rule.planner != "proportional":
+                raise ValueError(
+                    f"planners.choice.{i}.planner: {rule.planner} plans per world; "
+                    "planner.execution_mode shared_account cannot carry it out"
+                )
+        return self
 
     @model_validator(mode="after")
     def _approval_within_intents_life(self) -> Settings:

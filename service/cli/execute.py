@@ -69,9 +69,12 @@ def cmd_execute(args: argparse.Namespace, out: IO[bytes]) -> int:
     planner = settings.planner
     lots = {**planner.lot_size_by_symbol, **planner.lot_size_by_venue.get(args.venue, {})}
     lots.update(dict(args.lot or []))
+    venue_minimum = max(
+        planner.min_trade_notional, planner.min_notional_by_venue.get(args.venue, 0)
+    )
     config = PaperConfig(
         lot_size_by_symbol=lots,
-        min_notional=planner.min_trade_notional if args.min_notional is None else args.min_notional,
+        min_notional=venue_minimum if args.min_notional is None else args.min_notional,
         direct_flip=args.direct_flip or args.venue in planner.direct_flip_venues,
         fill_model=args.fill_model,
         partial_slices=args.partial_slices,
@@ -167,7 +170,12 @@ def register(sub: Subparsers) -> None:
     ex.add_argument(
         "--slippage-bps", type=float, default=0.0, help="fills this many bps worse than the mark"
     )
-    ex.add_argument("--min-notional", type=float, help="default: planner.min_trade_notional")
+    ex.add_argument(
+        "--min-notional",
+        type=float,
+        help="default: planner.min_trade_notional, or the venue's "
+        "planner.min_notional_by_venue if higher",
+    )
     ex.add_argument(
         "--lot", type=_lot, action="append", metavar="SYMBOL=SIZE", help="lot size (repeatable)"
     )

@@ -52,6 +52,7 @@ from ..state.allocations import (
 from ..state.snapshots import SnapshotTable
 from .admission import Requested, Waiting, checked
 from .approval import Approvals, proposal_entry
+from .gating import skipped_record
 from .options import EngineOptions, EventOptions
 from .pacing import as_step, next_step, paced_steps, step_waiting
 from .slicing import sliced_record
@@ -77,6 +78,16 @@ class Sources:
     snapshots: SnapshotTable
     options: EngineOptions
     planner: Rebalancer
+
+    def chosen(
+        self, portfolio_id: str, world_ids: Sequence[str]
+    ) -> tuple[Rebalancer, PlannerOptions]:
+        """The planner of a plan of ``world_ids`` (``planners.choice``, else the engine's),
+        and the planner options it plans with."""
+        choice = self.options.planners.of(portfolio_id, world_ids)
+        if choice is None:
+            return self.planner, self.options.planner
+        return choice.planner, choice.options(self.options.planner)
 
 
 @dataclass(frozen=True)
@@ -217,13 +228,14 @@ class Effects:
                     strategy_after=step.strategy_after,
                 )
             )
-        options = request.asked.applied_to(self.sources.options.planner)
         planned = [c.world_id for c in changes]
+        planner, options = self.sources.chosen(trigger.portfolio_id, planned)
+        options = request.asked.applied_to(options)
         shared = options.execution_mode == "shared_account"
         positions = self.sources.snapshots.positions(None if shared else planned)
         reduce_only = reduce_only_worlds(state, request.basis, planned)
         context = trigger.context(changes, positions, options, reduce_only)
-        plan = run_planner(self.sources.planner, context)
+        plan = run_planner(planner, context)
         proposal = request.held_changes() if request.approvable else None
         return self.commit(plan, trigger, request.basis, proposal, following)
 
@@ -234,6 +246,7 @@ class Effects:
         basis: Basis,
         proposal: Mapping[str, HeldChange] | None = None,
         following: Mapping[str, HeldChange] | None = None,
+        cost_gate: Json | None = None,
     ) -> Work:
         """A plan's work: its intents, record, write-ahead and new state; or, where a planned
         world needs approval and ``proposal`` gives each planned world's change as it would
@@ -255,6 +268,8 @@ class Effects:
             record["policy"] = policy.model_dump(mode="json")
         if trigger.command is not None:
             record["command"] = command_record(trigger.command)
+        if cost_gate is not None:
+            record["cost_gate"] = cost_gate
         shared = plan.context.options.execution_mode == "shared_account"
         new_worlds = dict(basis.worlds)
         affected_by_world = affected_strategies(plan)
@@ -301,6 +316,28 @@ class Effects:
         work = publication(portfolio_id, record, new_worlds.values(), portfolio)
         return replace(work, plan=plan, planned_worlds=planned)
 
+    def skip(self, plan: Plan, trigger: Trigger, basis: Basis, cost_gate: Json) -> Work:
+        """A policy correction its cost gate skips: its record published (status
+        ``skipped_by_cost_gate``, both figures, no intents) through the write-ahead, its
+        world freed (nothing held, nothing in flight: the next drift asks again)."""
+        assert isinstance(trigger.event, PolicyRebalance)
+        record = skipped_record(plan.wire)
+        record["policy"] = trigger.event.model_dump(mode="json")
+        record["cost_gate"] = cost_gate
+        worlds = [
+            checked(
+                (
+                    basis.worlds.get(s.world_id)
+                    or self.sources.state.world(trigger.portfolio_id, s.world_id)
+                ).model_copy(update={"held": None, "proposal": None})
+            )
+            for s in plan.worlds
+        ]
+        work = publication(
+            trigger.portfolio_id, record, worlds, checked(basis.portfolio), outcome=Outcome.SKIPPED
+        )
+        return replace(work, planned_worlds=[s.world_id for s in plan.worlds])
+
     def held(
         self,
         event: AllocationEvent | PolicyRebalance,
@@ -309,11 +346,11 @@ class Effects:
     ) -> Held:
         """The worlds of ``event`` that wait (``changes``: each one's held change), and the
         held plan record saying which wait, why, and with what events."""
-        options = self.sources.options.planner
         worlds = list(changes)
+        chosen, options = self.sources.chosen(event.portfolio_id, worlds)
         reasons = sorted({h.reason for h in changes.values()})
         coalesced = [e for h in changes.values() for e in h.event_ids]
-        planner = getattr(self.sources.planner, "name", "planner")
+        planner = getattr(chosen, "name", "planner")
         record: Json = {
             "schema_version": 1,
             "plan_id": "held-" + _sha(["held", event.portfolio_id, event.event_id, worlds]),

@@ -15,6 +15,8 @@ import orjson
 
 from ..messages import Notification
 from ..state.allocations import CommandResult, InFlight, PortfolioState
+from .gating import SKIPPED
+from .gating import reason as gate_reason
 from .work import Json, Outcome, Work
 
 RISK_ACTIONS = frozenset({"flatten"})
@@ -101,6 +103,8 @@ def _of_record(record: Json, command: CommandResult | None) -> Notification:
         trigger, risk = "allocation", False
     at = approval.get("decided_at") or record.get("created_at") or record["occurred_at"]
     reason = record.get("held_reason") or approval.get("reason")
+    if status == SKIPPED and record.get("cost_gate"):
+        reason = gate_reason(record["cost_gate"])
     requested_by = approval.get("decided_by") or approval.get("requested_by")
     if requested_by is None and trigger == "command" and command is not None:
         requested_by = command.requested_by

@@ -10,7 +10,9 @@ from typing import Any
 from ..messages import WorldAllocationsChanged
 from ..messages.allocation import AllocationEvent
 from ..planner import PlannerOptions
+from ..policies.gate import CorrectionGate
 from ..state.allocations import HeldChange
+from .choice import PlannerChoice
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class EngineOptions:
     pacing: PacingRules = field(default_factory=PacingRules)
     max_slice_notional: float | None = None
     """Intents above this notional are published as slices (``None``: never)."""
+    planners: PlannerChoice = field(default_factory=PlannerChoice)
+    """The planner chosen per portfolio or world (the engine's own planner elsewhere)."""
+    cost_gates: Mapping[str, CorrectionGate] = field(default_factory=dict)
+    """Per policy (rule name), the cost gate its corrections pass; a policy without one is
+    not gated (the default), and neither is an operator's rebalance nor an allocation
+    change."""
 
 
 @dataclass(frozen=True)

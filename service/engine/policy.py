@@ -21,6 +21,7 @@ from ..planner import (
     WorldChange,
     WorldTargets,
 )
+from ..policies.cost_aware import CostAwareRebalancer
 from ..policies.measure import holdings, label
 from ..state.allocations import (
     POLICY_TRIGGERS_KEPT,
@@ -35,6 +36,7 @@ from ..state.allocations import (
 from .admission import check_policy
 from .effects import Basis, Effects, Sources, Trigger, reduce_only_worlds, run_planner
 from .equity import Equity, portfolio_equity
+from .gating import decide
 from .holding import Holding, hold_policy
 from .work import Outcome, Work
 
@@ -145,7 +147,7 @@ class PolicyCorrections:
         """
         event, ws, portfolio = correction.event, correction.world, correction.portfolio
         world_id = ws.world_id
-        options = self.sources.options.planner
+        chosen, options = self.sources.chosen(ws.portfolio_id, [world_id])
         shared = options.execution_mode == "shared_account"
         positions = self.sources.snapshots.positions(None if shared else [world_id])
         held = holdings(positions, world_id)
@@ -164,7 +166,8 @@ class PolicyCorrections:
                     "there is nothing to scale to its allocation"
                 )
             change = WorldChange(world_id, alloc_before=weight, alloc_after=ws.alloc)
-            planner = self.sources.planner
+            planner = chosen
+            gate_equity = equity
         else:
             base = (ws.alloc or 0.0) * equity if target.base == "allocation" else held.value("net")
             if not base > 0:
@@ -172,6 +175,7 @@ class PolicyCorrections:
                     f"world {world_id!r}: its {target.base} base is {base:.12g}; "
                     "target weights need a positive base"
                 )
+            gate_equity = base
             marks = held.marks()
             keys = [(w.venue, w.symbol) for w in target.weights]
             unpriced = [label(k) for k in keys if k not in marks]
@@ -191,6 +195,8 @@ class PolicyCorrections:
                 planner = TargetWeightRebalancer({world_id: targets})
             except PlanningError as exc:
                 raise InputError(str(exc)) from None
+            if isinstance(chosen, CostAwareRebalancer):  # the world's keys weighed on cost
+                planner = chosen.over(planner)
         trigger = Trigger(
             portfolio_id=ws.portfolio_id,
             event=event,
@@ -204,8 +210,14 @@ class PolicyCorrections:
         basis = Basis(portfolio, {world_id: ws})
         reduce_only = reduce_only_worlds(self.sources.state, basis, [world_id])
         plan = run_planner(planner, trigger.context([change], positions, options, reduce_only))
+        figures = None
+        gate = self.sources.options.cost_gates.get(event.policy)
+        if gate is not None and event.trigger != "command":  # an operator's ask is not gated
+            figures = decide(gate, plan.wire, world_id, gate_equity).as_record()
+            if not figures["go"]:
+                return self.effects.skip(plan, trigger, basis, figures)
         waiting = hold_policy(None, event, HoldReason.AWAITING_APPROVAL, now_ms)
         waiting = waiting.model_copy(
             update={"event_ids": list(correction.event_ids), "requested_by": correction.asker}
         )
-        return self.effects.commit(plan, trigger, basis, {world_id: waiting})
+        return self.effects.commit(plan, trigger, basis, {world_id: waiting}, cost_gate=figures)

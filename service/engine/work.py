@@ -33,6 +33,9 @@ class Outcome(Enum):
     REFUSED = "refused"
     """Held changes that cannot be planned on release: they stay held and are tried again
     (``why`` says why); nothing is written."""
+    SKIPPED = "skipped"
+    """A policy correction its cost gate skipped: its record published (no intents), its
+    world freed."""
     RESUMED = "resumed"
     """A plan found half published on restart, to be finished as it was."""
     PROPOSED = "proposed"

@@ -192,6 +192,21 @@ RuleTarget = Annotated[AllocationTarget | WeightsTarget | RiskTarget, Field(disc
 """A fixed target (an allocation, weights) or weights computed live (``RiskTarget``)."""
 
 
+Volatility = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
+
+
+class CostGateConfig(_Config):
+    """Skip a correction whose cost (``[costs]``: fee, half spread, fixed per traded key) is
+    above ``max_cost_to_benefit`` x its expected benefit: the annualized tracking error it
+    removes, each key assumed to move with its ``volatility`` (annualized, uncorrelated)."""
+
+    max_cost_to_benefit: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False)
+    volatility: Volatility = Field(description="Annualized volatility of every key (0.6: 60%).")
+    volatility_by_symbol: dict[Name, Volatility] = Field(
+        default_factory=dict, description="Per symbol, over volatility."
+    )
+
+
 class PolicyRule(_Config):
     """One policy: a trigger and a target for some worlds of a portfolio, with limits."""
 
@@ -203,6 +218,9 @@ class PolicyRule(_Config):
     cooldown_ms: int = Field(default=0, ge=0, description="Least time between two triggers.")
     max_trades: int | None = Field(default=None, ge=1, le=POLICY_TRIGGERS_KEPT)
     per: Cadence = "daily"
+    cost_gate: CostGateConfig | None = Field(
+        default=None, description="Off by default: every correction is carried out."
+    )
 
     @field_validator("per", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ NotificationKind = Literal[
     "approved",
     "rejected",
     "expired",
+    "skipped_by_cost_gate",
     "reached",
     "command",
 ]

@@ -14,7 +14,14 @@ from ._types import EpochMs, Message, Name, NonNegative, Price, Quantity, Schema
 from .intent import Leg, StrategyDelta
 from .policy import PolicyRebalance
 
-DropReason = Literal["below_min_notional", "rounded_to_zero", "missing_mark", "held", "unchanged"]
+DropReason = Literal[
+    "below_min_notional",
+    "rounded_to_zero",
+    "missing_mark",
+    "held",
+    "unchanged",
+    "cost_exceeds_benefit",
+]
 WeightsSource = Literal["request", "current", "snapshots", "none"]
 
 
@@ -63,7 +70,9 @@ class DroppedKey(Message):
     symbol: Name
     reason: DropReason = Field(
         description="held: the key would open or grow a position of a world in the "
-        "reduce-only trading state; its unrounded delta is what was asked."
+        "reduce-only trading state; its unrounded delta is what was asked. "
+        "cost_exceeds_benefit: the cost_aware planner found its trading cost above its "
+        "share of the tracking error it removes."
     )
     current_qty: Quantity
     delta_qty_unrounded: Quantity
@@ -97,6 +106,9 @@ class PlanOptions(Message):
     execution_mode: Literal["per_world", "shared_account"]
     min_trade_notional: NonNegative
     qty_decimals: int
+    min_notional_by_venue: dict[Name, NonNegative] | None = Field(
+        default=None, description="Per venue, the minimum notional of an intent (when set)."
+    )
 
 
 class PlanTiming(Message):
@@ -132,10 +144,33 @@ class CommandOrigin(Message):
     requested_at: EpochMs
 
 
-PlanStatus = Literal["planned", "held", "proposed", "approved", "rejected", "expired"]
+class CostGateFigures(Message):
+    """A policy correction's cost gate: both sides of its decision (docs/live-policies.md).
+
+    Shares are of ``equity`` (the portfolio's total equity for an allocation target, the
+    target's base for weights). The benefit is the annualized tracking error the correction
+    removes; it goes when ``cost_share <= max_cost_to_benefit x benefit_share``."""
+
+    equity: NonNegative
+    cost: NonNegative = Field(description="Fees, half spread and fixed costs, in money.")
+    cost_share: NonNegative = Field(description="cost / equity.")
+    benefit_share: NonNegative = Field(
+        description="Expected benefit: tracking_error_before - tracking_error_after."
+    )
+    tracking_error_before: NonNegative
+    tracking_error_after: NonNegative
+    max_cost_to_benefit: NonNegative
+    go: bool = Field(description="Whether the correction was carried out.")
+
+
+PlanStatus = Literal[
+    "planned", "held", "proposed", "approved", "rejected", "expired", "skipped_by_cost_gate"
+]
 """``planned``: published. ``held``: its worlds wait. ``proposed``: awaits approval (no
 intents). ``approved``: the proposal published as proposed (its intents). ``rejected``,
-``expired``: a proposal that was not published."""
+``expired``: a proposal that was not published. ``skipped_by_cost_gate``: a policy
+correction whose cost exceeded its share of the benefit (``cost_gate``); what it would have
+traded is in ``per_world``, without intents."""
 
 
 class PlanRecord(Message):
@@ -176,4 +211,8 @@ class PlanRecord(Message):
     )
     command: CommandOrigin | None = Field(
         default=None, description="The operator's command the plan carries out, if one."
+    )
+    cost_gate: CostGateFigures | None = Field(
+        default=None,
+        description="The cost gate's figures, on a policy correction whose rule has a gate.",
     )

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from ..messages._types import MAX_AMOUNT, LotSize
+from ..messages._types import MAX_AMOUNT, LotSize, Name
 from .positions import PositionTable
 from .scaling import ScaleRule, WorldChange
 
@@ -24,6 +24,12 @@ ExecutionMode = Literal["per_world", "shared_account"]
 
 MAX_INTENT_TTL_MS = 366 * 86_400_000
 """An intent lives at most a year: its expiry stays a representable time."""
+
+
+Notional = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+
+HASHED_WHEN_SET = ("min_notional_by_venue",)
+"""Options left out of the canonical form (and so of plan ids) while empty."""
 
 
 class PlannerOptions(BaseModel):
@@ -41,6 +47,11 @@ class PlannerOptions(BaseModel):
         default=False, description="shared_account mode is refused unless this is set."
     )
     min_trade_notional: float = Field(default=0.0, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    min_notional_by_venue: dict[Name, Notional] = Field(
+        default_factory=dict,
+        description="venue -> minimum notional of an intent there; a key below its venue's "
+        "minimum (or min_trade_notional, whichever is higher) is dropped (below_min_notional).",
+    )
     lot_size_by_symbol: dict[str, LotSize] = Field(default_factory=dict)
     lot_size_by_venue: dict[str, dict[str, LotSize]] = Field(
         default_factory=dict, description="venue -> symbol -> lot size; wins over by_symbol."
@@ -55,9 +66,15 @@ class PlannerOptions(BaseModel):
     _canonical: dict[str, Any] | None = PrivateAttr(default=None)
 
     def canonical(self) -> dict[str, Any]:
-        """The options as plain JSON data (computed once; the model is immutable)."""
+        """The options as plain JSON data (computed once; the model is immutable), hashed
+        into plan ids. Options added since ids were first published appear only when set, so
+        a configuration that does not use them keeps its plan ids."""
         if self._canonical is None:
-            self._canonical = self.model_dump(mode="json")
+            data = self.model_dump(mode="json")
+            for name in HASHED_WHEN_SET:
+                if not data[name]:
+                    del data[name]
+            self._canonical = data
         return self._canonical
 
 

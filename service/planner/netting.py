@@ -22,8 +22,9 @@ from .positions import FloatArray, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
 
-TRADE, UNCHANGED, MISSING_MARK, BELOW_MIN_NOTIONAL, ROUNDED_TO_ZERO, HELD = range(6)
+TRADE, UNCHANGED, MISSING_MARK, BELOW_MIN_NOTIONAL, ROUNDED_TO_ZERO, HELD, COSTLY = range(7)
 REASONS = {
+    COSTLY: "cost_exceeds_benefit",
     UNCHANGED: "unchanged",
     MISSING_MARK: "missing_mark",
     BELOW_MIN_NOTIONAL: "below_min_notional",
@@ -36,6 +37,9 @@ FLAT_TOLERANCE = 1e-12
 
 DENSE_SLACK = 1 << 18
 """Key spaces up to 16x the rows plus this are grouped by direct indexing instead of sorting."""
+
+MinimumLookup = Callable[[IntArray], FloatArray]
+"""Maps key codes to the minimum notional of their venue (0 where it has none)."""
 
 LotLookup = Callable[[IntArray], tuple[FloatArray, FloatArray]]
 """Maps key codes to a lot size as an exact decimal fraction ``numerator / scale``
@@ -187,16 +191,22 @@ def net(
     min_trade_notional: float,
     qty_decimals: int,
     grouping: KeyGrouping | None = None,
+    venue_minimum: MinimumLookup | None = None,
 ) -> NettedKeys:
     """Net rows into keys and decide, per key, the executed delta or why there is none.
 
     ``slot`` numbers the strategies that can meet on one key (``0 <= slot < slots``); the
     per-strategy breakdown groups rows by ``(key, slot)``. ``slot=None`` skips the breakdown.
     ``grouping``, when given, is ``KeyGrouping.of`` these rows (kept from an earlier plan).
+    ``venue_minimum``, when given, maps key codes to their venue's minimum notional: a key's
+    minimum is the higher of it and ``min_trade_notional``.
     """
     if grouping is None:
         grouping = KeyGrouping.of(key_code, space, slot, slots, qty, mark, recency)
     codes, index = grouping.codes, grouping.index
+    minimum: float | FloatArray = min_trade_notional
+    if venue_minimum is not None:
+        minimum = np.maximum(venue_minimum(codes), min_trade_notional)
     size = codes.shape[0]
 
     def q(x: FloatArray) -> FloatArray:
@@ -216,7 +226,7 @@ def net(
     missing = ~unchanged & ~(key_mark > 0)
     status[missing] = MISSING_MARK
     with np.errstate(invalid="ignore"):
-        small = (status == TRADE) & (np.abs(delta_raw) * key_mark < min_trade_notional)
+        small = (status == TRADE) & (np.abs(delta_raw) * key_mark < minimum)
     status[small] = BELOW_MIN_NOTIONAL
     live = status == TRADE
     flat &= live
@@ -241,7 +251,7 @@ def net(
         delta[flip] = q(rounded[flip] - current[flip])
     # A flip whose opening side rounds away, or is too small to trade, is a plain close.
     with np.errstate(invalid="ignore"):
-        open_too_small = flip & (np.abs(rounded) * key_mark < min_trade_notional)
+        open_too_small = flip & (np.abs(rounded) * key_mark < minimum)
     close = flat | (flip & ((rounded == 0) | open_too_small))
     flip &= ~close
     if close.any():
@@ -251,7 +261,7 @@ def net(
     adjusting = live & ~close & ~flip
     status[adjusting & (delta == 0)] = ROUNDED_TO_ZERO
     with np.errstate(invalid="ignore"):
-        post_small = adjusting & (delta != 0) & (np.abs(delta) * key_mark < min_trade_notional)
+        post_small = adjusting & (delta != 0) & (np.abs(delta) * key_mark < minimum)
     status[post_small] = BELOW_MIN_NOTIONAL
     traded = status == TRADE
     delta = np.where(traded, delta, 0.0)

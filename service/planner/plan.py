@@ -251,8 +251,9 @@ class _Materialiser:
 
 
 def options_record(planner: str, options: PlannerOptions) -> Json:
-    """The ``options`` block of a plan record (``messages.PlanOptions``)."""
-    return {
+    """The ``options`` block of a plan record (``messages.PlanOptions``); per-venue minimums
+    only when set, so that records of configurations without them are as they were."""
+    out: Json = {
         "planner": planner,
         "scale_rule": options.scale_rule,
         "flip_policy": options.flip_policy,
@@ -260,3 +261,6 @@ def options_record(planner: str, options: PlannerOptions) -> Json:
         "min_trade_notional": options.min_trade_notional,
         "qty_decimals": options.qty_decimals,
     }
+    if options.min_notional_by_venue:
+        out["min_notional_by_venue"] = dict(sorted(options.min_notional_by_venue.items()))
+    return out

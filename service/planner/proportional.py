@@ -21,7 +21,16 @@ import orjson
 from .base import PlannerOptions, PlanningContext, PlanningError
 from .ids import PlanHasher
 from .lots import lot_fraction
-from .netting import BoolArray, KeyGrouping, LotLookup, NettedKeys, exact_sums, hold_growth, net
+from .netting import (
+    BoolArray,
+    KeyGrouping,
+    LotLookup,
+    MinimumLookup,
+    NettedKeys,
+    exact_sums,
+    hold_growth,
+    net,
+)
 from .plan import Plan
 from .positions import FloatArray, IntArray, PositionTable
 from .scaling import WorldScale, resolve
@@ -88,6 +97,26 @@ class LotSizes:
         return lookup
 
 
+def venue_minimums(
+    table: PositionTable, options: PlannerOptions, *, with_world: bool
+) -> MinimumLookup | None:
+    """The minimum notional of each key's venue (``min_notional_by_venue``), looked up by key
+    code ``[world * pairs +] venue * symbols + symbol``; None when no venue has one."""
+    by_venue = options.min_notional_by_venue
+    if not by_venue:
+        return None
+    per_venue = np.array([0.0 if v is None else by_venue.get(v, 0.0) for v in table.venues])
+    n_symbols = max(len(table.symbols), 1)
+    n_pairs = len(table.venues) * len(table.symbols)
+
+    def lookup(codes: IntArray) -> FloatArray:
+        pair = codes % n_pairs if with_world and n_pairs else codes
+        found: FloatArray = per_venue[pair // n_symbols]
+        return found
+
+    return lookup
+
+
 def strategy_notional(table: PositionTable) -> FloatArray:
     """Net notional (qty x mark) per strategy code; rows without a mark count as 0. Summed
     independently of row order, like every other sum that feeds the plan id."""
@@ -129,6 +158,7 @@ def net_per_world(
         min_trade_notional=options.min_trade_notional,
         qty_decimals=options.qty_decimals,
         grouping=kept.grouping,
+        venue_minimum=venue_minimums(table, options, with_world=True),
     )
     if reduce_only is None or not reduce_only[planned].any():
         return netted
@@ -276,6 +306,7 @@ class ProportionalRebalancer:
                 min_trade_notional=options.min_trade_notional,
                 qty_decimals=options.qty_decimals,
                 grouping=global_grouping(table, shared),
+                venue_minimum=venue_minimums(table, options, with_world=False),
             )
             if reduce_only is not None and reduce_only[planned].any():
                 # the net of every world: a reduce-only world among them makes it reduce-only

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.app import approval_rules, pacing_rules
+from service.app import approval_rules, cost_gates, pacing_rules, planner_choice
 from service.engine.options import PaceRule
 from service.errors import InputError
 from service.live.config import PolicySettings
@@ -21,6 +21,7 @@ from service.settings import (
     ExecutionSettings,
     NotificationSettings,
     PacingSettings,
+    PlannerChoiceSettings,
     Security,
     Settings,
     SlicingSettings,
@@ -41,8 +42,10 @@ def test_default_toml_states_the_code_defaults() -> None:
     assert NotificationSettings.model_validate(data["notifications"]) == NotificationSettings()
     assert PacingSettings.model_validate(data["pacing"]) == PacingSettings()
     assert SlicingSettings.model_validate(data["slicing"]) == SlicingSettings()
+    assert PlannerChoiceSettings.model_validate(data["planners"]) == PlannerChoiceSettings()
     sections = {
         "planner",
+        "planners",
         "topics",
         "policies",
         "security",
@@ -162,6 +165,18 @@ def test_policies_are_off_by_default_and_load_from_the_environment(
             [_rule(target={"kind": "weights", "weights": [{"venue": "v", "symbol": "X"}]})],
             r"policies\.rules\.0\.target\.weights\.0\.weight: Field required",
         ),
+        (
+            [_rule(cost_gate={"max_cost_to_benefit": 1.0})],
+            r"policies\.rules\.0\.cost_gate\.volatility: Field required",
+        ),
+        (
+            [_rule(cost_gate={"volatility": 0.5, "max_cost_to_benefit": -1})],
+            r"policies\.rules\.0\.cost_gate\.max_cost_to_benefit: Input should be greater",
+        ),
+        (
+            [_rule(cost_gate={"volatility": 0.5, "volatility_by_symbol": {"X": 0}})],
+            r"policies\.rules\.0\.cost_gate\.volatility_by_symbol\.X: Input should be greater",
+        ),
     ],
 )
 def test_bad_policies_are_refused_naming_the_key(
@@ -169,6 +184,94 @@ def test_bad_policies_are_refused_naming_the_key(
 ) -> None:
     monkeypatch.setenv("REBALANCER_POLICIES__ENABLED", "true")
     monkeypatch.setenv("REBALANCER_POLICIES__RULES", orjson.dumps(rules).decode())
+    with pytest.raises(InputError, match=expected):
+        load_settings()
+
+
+def test_a_rules_cost_gate_is_off_by_default_and_loads_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REBALANCER_POLICIES__ENABLED", "true")
+    gate = {"max_cost_to_benefit": 0.5, "volatility": 0.6, "volatility_by_symbol": {"X": 0.9}}
+    rules = [_rule(), _rule(name="g", worlds=["b"], cost_gate=gate)]
+    monkeypatch.setenv("REBALANCER_POLICIES__RULES", orjson.dumps(rules).decode())
+    monkeypatch.setenv("REBALANCER_COSTS__FIXED_PER_TRADE", "5")
+    settings = load_settings()
+    plain, gated = settings.policies.rules
+    assert plain.cost_gate is None
+    assert gated.cost_gate is not None
+    assert gated.cost_gate.volatility_by_symbol == {"X": 0.9}
+    (built,) = cost_gates(settings).items()
+    assert built[0] == "g"
+    assert (built[1].ratio, built[1].costs.fixed_per_trade, built[1].vol("X")) == (0.5, 5.0, 0.9)
+
+
+def test_planners_are_chosen_per_portfolio_and_world(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().planners.choice == []
+    choice = [
+        {"portfolio": "p", "planner": "proportional", "scale_rule": "bounded"},
+        {"portfolio": "p", "world": "w", "planner": "target_weight"},
+        {
+            "portfolio": "p",
+            "world": "c",
+            "planner": "cost_aware",
+            "cost_aware": {"base": "target_weight", "volatility": 0.5},
+        },
+    ]
+    monkeypatch.setenv("REBALANCER_PLANNERS__CHOICE", orjson.dumps(choice).decode())
+    monkeypatch.setenv("REBALANCER_PLANNER__MIN_NOTIONAL_BY_VENUE", '{"binance": 10}')
+    settings = load_settings()
+    assert settings.planner.min_notional_by_venue == {"binance": 10.0}
+    built = planner_choice(settings)
+    assert built.by_portfolio["p"].scale_rule == "bounded"
+    assert built.by_world[("p", "w")].planner.name == "target_weight"
+    assert built.by_world[("p", "c")].planner.name == "cost_aware"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"REBALANCER_PLANNERS__CHOICE": '[{"planner": "cost_aware"}]'},
+            r"planners\.choice\.0: cost_aware: settings go with planner cost_aware",
+        ),
+        (
+            {
+                "REBALANCER_PLANNERS__CHOICE": '[{"planner": "target_weight", '
+                '"scale_rule": "bounded"}]'
+            },
+            r"planners\.choice\.0: scale_rule: applies to the proportional planner",
+        ),
+        (
+            {"REBALANCER_PLANNERS__CHOICE": '[{"planner": "fancy"}]'},
+            r"planners\.choice\.0\.planner: Input should be",
+        ),
+        (
+            {
+                "REBALANCER_PLANNERS__CHOICE": '[{"planner": "proportional"}, '
+                '{"planner": "target_weight"}]'
+            },
+            r"planners: choice\.1: portfolio 'default' has a planner already",
+        ),
+        (
+            {
+                "REBALANCER_PLANNERS__CHOICE": '[{"planner": "target_weight"}]',
+                "REBALANCER_PLANNER__EXECUTION_MODE": "shared_account",
+                "REBALANCER_PLANNER__ALLOW_SHARED_ACCOUNT": "true",
+            },
+            r"planners\.choice\.0\.planner: target_weight plans per world",
+        ),
+        (
+            {"REBALANCER_PLANNER__MIN_NOTIONAL_BY_VENUE": '{"binance": -1}'},
+            r"planner\.min_notional_by_venue\.binance: Input should be greater",
+        ),
+    ],
+)
+def test_bad_planner_choices_are_refused_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     with pytest.raises(InputError, match=expected):
         load_settings()
 
