@@ -21,7 +21,8 @@ VOL = 0.5
 
 
 def gated(fixed_per_trade: float, **gates: float) -> Harness:
-    """World a at 0.2 of 1,000 equity holding 2 X at 100 (on target), lots of 0.001, policy
+    """World a at 0.2 of 1,000 equity holding 2 X at 100 (on target), the rest world
+    ``reserve``'s 800 in cash (so the measured equity is 1,000 at 100), lots of 0.001, policy
     ``keep`` gated: 10 bps fee, ``fixed_per_trade``, X assumed to move 50% a year."""
     gate = CorrectionGate(
         costs=CostModel(fee_bps=10.0, fixed_per_trade=fixed_per_trade),
@@ -31,20 +32,24 @@ def gated(fixed_per_trade: float, **gates: float) -> Harness:
     h = Harness(planner=PlannerOptions(lot_size_by_symbol={"X": 0.001}), cost_gates={"keep": gate})
     h.snapshots.apply(snap("s1", [("X", 1.5, 100.0)], as_of=T0 - 5))
     h.snapshots.apply(snap("s2", [("X", 0.5, 100.0)], as_of=T0 - 5))
+    h.snapshots.apply(snap("cash", [], as_of=T0 - 5, world="reserve", cash=800.0))
+    allocs = {"a": 0.2, "reserve": 0.8}
     h.send(
-        event(world_alloc_before={"a": 0.2}, world_alloc_after={"a": 0.2}, total_equity=1_000.0),
+        event(world_alloc_before=allocs, world_alloc_after=allocs, total_equity=1_000.0),
         T0 - 1,
     )
-    drift_to(h, 130.0)  # 2 x 130 = 260 of 1,000: 0.26 against 0.2
+    drift_to(h, 130.0)  # 2 x 130 = 260 of a measured 1,060: 0.2453 against 0.2
     return h
 
 
-# Selling 0.461 X at 130 (59.93): before 0.26 of equity in X, target 0.2, after
-# 1.539 x 130 / 1,000 = 0.20007; with X at 50% a year, the tracking error goes from
-# 0.5 x 0.06 = 0.03 to 0.5 x 0.00007.
-TE_BEFORE = VOL * 0.06
-TE_AFTER = VOL * (1.539 * 130 / 1_000 - 0.2)
-NOTIONAL = 0.461 * 130
+# The equity the gate weighs with is the measured one, 1,060 (260 in X, 800 in cash).
+# Selling 0.369 X at 130 (47.97): before 260 / 1,060 = 0.2453 of equity in X, target 0.2,
+# after 1.631 x 130 / 1,060 = 0.20003; with X at 50% a year, the tracking error goes from
+# 0.5 x 0.0453 to 0.5 x 0.00003.
+EQUITY = 1_060.0
+TE_BEFORE = VOL * (260 / EQUITY - 0.2)
+TE_AFTER = VOL * (1.631 * 130 / EQUITY - 0.2)
+NOTIONAL = 0.369 * 130
 
 
 def test_a_correction_within_its_benefit_is_planned_with_both_figures() -> None:
@@ -56,17 +61,17 @@ def test_a_correction_within_its_benefit_is_planned_with_both_figures() -> None:
     figures = record["cost_gate"]
     assert figures["go"] is True
     assert figures["cost"] == pytest.approx(NOTIONAL * 0.001 + 1.0)
-    assert figures["cost_share"] == pytest.approx((NOTIONAL * 0.001 + 1.0) / 1_000)
+    assert figures["cost_share"] == pytest.approx((NOTIONAL * 0.001 + 1.0) / EQUITY)
     assert figures["tracking_error_before"] == pytest.approx(TE_BEFORE)
     assert figures["tracking_error_after"] == pytest.approx(TE_AFTER, abs=1e-12)
     assert figures["benefit_share"] == pytest.approx(TE_BEFORE - TE_AFTER)
-    assert figures["equity"] == 1_000.0
+    assert figures["equity"] == EQUITY
     PlanRecord.model_validate_json(orjson.dumps(record))
     assert h.state.world("default", "a").in_flight is not None
 
 
 def test_a_correction_costing_more_than_its_benefit_is_skipped_and_frees_its_world() -> None:
-    h = gated(fixed_per_trade=50.0)  # 50.06 of 1,000 = 0.05 against a benefit of 0.03
+    h = gated(fixed_per_trade=50.0)  # 50.05 of 1,060 = 0.047 against a benefit of 0.023
     work = h.send(policy(), T0 + 20)
     assert work.intents == []
     assert not work.has_intents
@@ -80,7 +85,7 @@ def test_a_correction_costing_more_than_its_benefit_is_skipped_and_frees_its_wor
     assert figures["cost_share"] > figures["benefit_share"]
     # what it would have traded is kept for the audit, without legs
     (delta,) = record["per_world"]["a"]["deltas"]
-    assert delta["delta_qty"] == -0.461
+    assert delta["delta_qty"] == -0.369
     assert delta["legs"] == []
     assert record["policy"]["policy"] == "keep"
     PlanRecord.model_validate_json(orjson.dumps(record))
@@ -99,15 +104,15 @@ def test_a_correction_costing_more_than_its_benefit_is_skipped_and_frees_its_wor
     assert note.intents == 0
     assert note.reason is not None
     assert "above 1 x expected benefit" in note.reason
-    assert "cost 50.06" in note.text
+    assert "cost 50.05" in note.text
 
 
 def test_a_ratio_above_one_lets_a_costlier_correction_go() -> None:
-    work = gated(fixed_per_trade=50.0, ratio=2.0).send(policy(), T0 + 20)
+    work = gated(fixed_per_trade=50.0, ratio=3.0).send(policy(), T0 + 20)
     (record,) = work.records
     assert record["status"] == "planned"
     assert record["cost_gate"]["go"] is True
-    assert record["cost_gate"]["max_cost_to_benefit"] == 2.0
+    assert record["cost_gate"]["max_cost_to_benefit"] == 3.0
 
 
 def test_a_skipped_correction_is_the_same_after_a_crash() -> None:
