@@ -13,6 +13,8 @@ from tests.stream.test_stream_service import btc, snapshot, world_move
 
 BAND = {"kind": "band", "mode": "absolute", "threshold": 0.02}
 TARGET = {"kind": "allocation", "measure": "gross"}
+CASH = 410_000.0
+"""Each world's cash: policies weigh worlds against the equity measured from snapshots."""
 
 
 def rule(world: str, ratio: float) -> dict[str, object]:
@@ -53,20 +55,25 @@ async def test_a_correction_above_its_gate_is_skipped_and_one_within_it_is_taken
             Tail(servers, t.intents) as intents,
             Tail(servers, t.notifications) as notifications,
         ):
-            # worlds a and b each hold 1 BTC at 60,000 of 1,000,000 equity: 0.06, on target
+            # worlds a and b each hold 1 BTC at 60,000 and 410,000 in cash: a measured equity
+            # of 940,000, each world at 0.064 against 0.06, in its band
             for w in ("a", "b"):
-                await feed.snapshot(t.snapshots, snapshot(w, "s1", [btc(1.0)], as_of=app.clock()))
+                await feed.snapshot(
+                    t.snapshots, snapshot(w, "s1", [btc(1.0)], as_of=app.clock(), cash=CASH)
+                )
             await app.snapshot_reader.caught_up()
             await feed.event(
                 t.allocations, world_move("e1", {"a": 0.06, "b": 0.06}, {"a": 0.06, "b": 0.06})
             )
             await plans.count(1)
 
-            # BTC rises to 90,000: both at 0.09. Each correction sells 0.333 BTC (29,970):
+            # BTC rises to 90,000: the measured equity is 1,000,000, both worlds at 0.09. Each
+            # correction sells 0.333 BTC (29,970):
             # cost 29.97 + 5,000 = 0.50% of equity; benefit 0.6 x 0.03 = 1.8% a year
             for w in ("a", "b"):
                 await feed.snapshot(
-                    t.snapshots, snapshot(w, "s1", [btc(1.0, mark=90_000.0)], as_of=app.clock())
+                    t.snapshots,
+                    snapshot(w, "s1", [btc(1.0, mark=90_000.0)], as_of=app.clock(), cash=CASH),
                 )
             records = await plans.until(lambda rs: len([r for r in rs if r.get("policy")]) >= 2)
             by_world = {r["policy"]["world_id"]: r for r in records if r.get("policy")}
