@@ -155,8 +155,20 @@ async def test_a_market_move_that_lifts_every_world_together_makes_none_look_ove
     """Issue 16, item 4: the worlds are weighed against the equity measured from the
     snapshots, which rises with them; against the last event's equity both would be 50 %
     overweight after the market rises 50 %."""
+    # A band of 0.15: wider than either world's drift while one world's snapshot has the new
+    # marks and the other's not yet (a: 0.69 against 0.6, b: 0.5 against 0.4), so the check
+    # never races the two snapshots; narrower than the drift against the last event's
+    # equity (a: 0.9, b: 0.6), which the test is about.
+    band = {"kind": "band", "mode": "absolute", "threshold": 0.15}
     rules = [
-        {**RULE, "name": f"keep-{w}", "worlds": [w], "target": {"kind": "allocation"}} for w in "ab"
+        {
+            **RULE,
+            "name": f"keep-{w}",
+            "worlds": [w],
+            "trigger": band,
+            "target": {"kind": "allocation"},
+        }
+        for w in "ab"
     ]
     settings = fresh_settings(
         bootstrap_servers,
@@ -198,12 +210,12 @@ async def test_a_market_move_that_lifts_every_world_together_makes_none_look_ove
             assert evaluations(app, "triggered", "keep-b") == 0
             assert [r["event_id"] for r in plans.records] == ["e1"]
 
-            # BTC alone rises on: a is overweight now (1,200,000 of 1,800,000), b under
-            await market(120_000.0, 6_000.0)
+            # BTC alone rises on: a is overweight now (2,400,000 of 3,000,000), b under
+            await market(240_000.0, 6_000.0)
             records = await plans.until(lambda rs: sum(1 for r in rs if r.get("policy")) >= 2)
             policies = {r["policy"]["world_id"]: r for r in records if r.get("policy")}
             assert set(policies) == {"a", "b"}
-            assert policies["a"]["policy"]["measured"] == {"world": pytest.approx(2 / 3)}
-            assert policies["a"]["total_equity"] == 1_800_000.0
+            assert policies["a"]["policy"]["measured"] == {"world": pytest.approx(0.8)}
+            assert policies["a"]["total_equity"] == 3_000_000.0
     finally:
         await app.stop()
