@@ -1,4 +1,4 @@
-"""Live risk-based targets, pure: the mark sampler, the glue from samples to the backtester's
+"""Live risk-based targets, pure: the mark samples, the glue from samples to the backtester's
 allocators and overlays, their settings, and the runner's answers before and after the
 estimate is ready."""
 
@@ -21,8 +21,8 @@ from service.live.estimate import (
     samples_needed,
 )
 from service.live.outlook import outlook
-from service.live.runner import PolicyRunner, _weights_target
-from service.live.sampling import MarkSampler, Sample, asset_returns, basket_returns
+from service.live.runner import Evaluation, PolicyRunner, _weights_target
+from service.live.sampling import Sample, asset_returns, basket_returns
 from service.planner import PlannerOptions
 from service.policies.errors import PolicyError
 from service.policies.measure import holdings
@@ -36,6 +36,13 @@ from service.policies.risk import (
 )
 from service.policies.weights import EqualWeight, Kelly, RiskParity, estimate
 from service.settings import Settings
+from service.state.policy_memory import (
+    MARK_LABELS_KEPT,
+    MARK_SAMPLES_KEPT,
+    MarkSamples,
+    PolicyMemory,
+    TargetMemory,
+)
 from tests.engine.test_engine import Harness, event
 from tests.engine.test_policy_engine import snap
 
@@ -69,30 +76,38 @@ def matrix(samples: list[Sample]) -> np.ndarray:
     return asset_returns(samples, LABELS)
 
 
-# -- the sampler ------------------------------------------------------------------------------
+# -- the samples ------------------------------------------------------------------------------
 
 
-def test_the_sampler_keeps_a_bounded_window_at_its_spacing() -> None:
-    s = MarkSampler(3, HOUR)
-    assert s.offer(NOW, {"a": 1.0})
-    assert not s.offer(NOW + HOUR - 1, {"a": 2.0})  # too soon
-    assert s.offer(NOW + HOUR, {"a": 2.0, "b": float("nan"), "c": -1.0})
-    assert s.offer(NOW + 2 * HOUR, {"a": 3.0})
-    assert s.offer(NOW + 3 * HOUR, {"a": 4.0})
-    assert len(s) == 3
-    assert s.samples == [
+def test_samples_keep_a_bounded_window_at_their_spacing() -> None:
+    s = MarkSamples()
+    for t, marks in [
+        (NOW, {"a": 1.0}),
+        (NOW + HOUR, {"a": 2.0, "b": float("nan"), "c": -1.0}),
+        (NOW + 2 * HOUR, {"a": 3.0}),
+        (NOW + 3 * HOUR, {"a": 4.0}),
+    ]:
+        if s.times:
+            assert s.taken(t - 1, marks, HOUR, 3) is None  # too soon
+            assert not s.due(t - 1, HOUR)
+        taken = s.taken(t, marks, HOUR, 3)
+        assert taken is not None
+        s = taken
+    assert s.samples() == [
         (NOW + HOUR, {"a": 2.0}),  # bad marks are left out
         (NOW + 2 * HOUR, {"a": 3.0}),
         (NOW + 3 * HOUR, {"a": 4.0}),
     ]
-    # a plain shape, put back elsewhere as it was; copies, not the sampler's own
-    again = MarkSampler(2, HOUR)
-    again.restore(s.samples)
-    assert again.samples == s.samples[1:]
-    again.samples[0][1]["a"] = 99.0
-    assert again.samples[0][1]["a"] == 3.0
-    with pytest.raises(ValueError, match="size"):
-        MarkSampler(0, HOUR)
+
+
+def test_the_target_assets_are_the_labels_kept_first() -> None:
+    many = {f"v:A{i:03}": 1.0 for i in range(MARK_LABELS_KEPT + 6)}
+    mine = ["v:A069", "v:A068"]  # after the first 64 by label
+    s = MarkSamples().taken(NOW, many, HOUR, 3, first=mine)
+    assert s is not None
+    assert len(s.labels) == MARK_LABELS_KEPT
+    assert set(mine) <= set(s.labels)
+    assert s.labels == sorted(s.labels)
 
 
 def test_returns_between_samples() -> None:
@@ -142,6 +157,25 @@ def rule(target: dict[str, Any]) -> dict[str, Any]:
             "less than 1",
         ),
         ({"kind": "markowitz", "assets": ASSETS}, "target", "kind"),
+        (  # the policy memory keeps at most 1,000 samples of at most 64 assets
+            {"kind": "kelly", "assets": ASSETS, "window": MARK_SAMPLES_KEPT},
+            "target.kelly.window",
+            "less than or equal to 999",
+        ),
+        (
+            {
+                "kind": "equal",
+                "assets": ASSETS,
+                "vol_target": {"target_volatility": 0.1, "window": MARK_SAMPLES_KEPT},
+            },
+            "target.equal.vol_target.window",
+            "less than or equal to 999",
+        ),
+        (
+            {"kind": "equal", "assets": [{"symbol": f"S{i}"} for i in range(65)]},
+            "target.equal.assets",
+            "at most 64",
+        ),
     ],
 )
 def test_risk_target_settings_are_checked_with_the_key_named(
@@ -359,11 +393,23 @@ class Rig:
         rows = [(s, 1.0, m[f"v:{s}"]) for s in ("X", "Y", "Z")]
         self.h.snapshots.apply(snap("s1", rows, as_of=as_of))
 
-    def at(self, i: int) -> Any:
-        now = NOW + i * HOUR
-        self.price(i, now)
+    def at(self, i: int) -> Evaluation:
+        """Evaluate at sample ``i``'s marks and time, and write what the evaluation changed of
+        the world's policy memory to the state, as the policy loop does."""
+        return self.check(NOW + i * HOUR, i)
+
+    def check(self, now: int, i: int | None = None) -> Evaluation:
+        if i is not None:
+            self.price(i, now)
         (evaluation,) = self.runner.evaluate(now, lambda _: True)
+        if evaluation.memory is not None:
+            for work in self.h.engine.remember([evaluation.memory]):
+                self.h.run(work)
         return evaluation
+
+    def samples(self) -> list[Sample]:
+        kept = self.h.state.policy_memory("default", "a").target
+        return kept.samples.samples() if kept is not None else []
 
 
 def test_the_runner_estimates_then_triggers_with_the_functions_weights() -> None:
@@ -381,13 +427,14 @@ def test_the_runner_estimates_then_triggers_with_the_functions_weights() -> None
         assert ev.event is None
         assert ev.detail == f"kelly: {i + 1} of 9 mark samples, not ready"
     # a check between two samples adds none
-    (between,) = rig.runner.evaluate(NOW + 7 * HOUR + 1, lambda _: True)
+    between = rig.check(NOW + 7 * HOUR + 1)
     assert between.detail == "kelly: 8 of 9 mark samples, not ready"
+    assert between.memory is None
     ready = rig.at(8)
     assert ready.outcome == "triggered", ready.detail
     ev = ready.event
     assert ev is not None
-    sampled = rig.runner.samplers[("default", "a", "target")].samples
+    sampled = rig.samples()
     assert [t for t, _ in sampled] == [NOW + i * HOUR for i in range(9)]
     expected = Kelly(8, risk_tolerance=0.5, periods_per_year=8760.0).target(matrix(sampled))
     assert ev.target.kind == "weights"
@@ -412,9 +459,10 @@ def test_stale_snapshots_add_no_sample() -> None:
     rig = Rig({"kind": "calendar", "every": "daily"}, spec)
     assert rig.at(0).outcome == "estimating"
     later = NOW + 10 * HOUR  # the last snapshot is older than max_snapshot_age_ms by then
-    (ev,) = rig.runner.evaluate(later, lambda _: True)
+    ev = rig.check(later)
     assert ev.outcome == "stale"
-    assert [t for t, _ in rig.runner.samplers[("default", "a", "target")].samples] == [NOW]
+    assert ev.memory is None
+    assert [t for t, _ in rig.samples()] == [NOW]
 
 
 # -- the documented examples load -------------------------------------------------------------
@@ -457,9 +505,10 @@ def test_an_estimate_the_policy_function_refuses_is_no_estimate() -> None:
     with pytest.raises(PolicyError, match="riskless"):
         risk_weights(t, samples, {}, DrawdownState())
     rig = Rig({"kind": "calendar", "every": "daily"}, spec)
-    rig.runner.sampler(("default", "a"), "target", 6, HOUR).restore(samples)
+    kept = TargetMemory(sample_ms=HOUR, samples=MarkSamples.of(samples))
+    memory = PolicyMemory(portfolio_id="default", world_id="a", target=kept)
     held = holdings(rig.h.snapshots.positions(["a"]), "a")
-    found = rig.runner.estimate(t, ("default", "a"), held)
+    found = rig.runner.estimate(t, memory, held)
     assert isinstance(found, str)
     assert found.startswith("risk_parity: cov: risk parity did not converge")
 
