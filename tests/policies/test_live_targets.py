@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from service.engine import RebalanceEngine
 from service.live.config import PolicySettings, RiskTarget
 from service.live.estimate import (
     Estimating,
@@ -23,6 +24,7 @@ from service.live.estimate import (
 from service.live.outlook import outlook
 from service.live.runner import Evaluation, PolicyRunner, _weights_target
 from service.live.sampling import Sample, asset_returns, basket_returns
+from service.messages import PolicyRebalance
 from service.planner import PlannerOptions
 from service.policies.errors import PolicyError
 from service.policies.measure import holdings
@@ -36,6 +38,7 @@ from service.policies.risk import (
 )
 from service.policies.weights import EqualWeight, Kelly, RiskParity, estimate
 from service.settings import Settings
+from service.state.allocations import AllocationState
 from service.state.policy_memory import (
     MARK_LABELS_KEPT,
     MARK_SAMPLES_KEPT,
@@ -45,6 +48,7 @@ from service.state.policy_memory import (
 )
 from tests.engine.test_engine import Harness, event
 from tests.engine.test_policy_engine import snap
+from tests.policies.test_policy_memory import changelog
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
@@ -523,3 +527,155 @@ def test_estimating_does_not_use_up_a_hybrid_period() -> None:
     assert ready.event is not None
     assert ready.event.reason.startswith("out of band")
     assert "equal + vol_target weights from 5 mark samples" in ready.event.reason
+
+
+# -- the samples and the trough are the world's policy memory: a new owner goes on ----------
+
+
+def owner(rig: Rig, *, forget: bool = False) -> PolicyRunner:
+    """The runner of a new owner (another instance, or this one restarted): the state read back
+    from the changelog, the same snapshots; ``forget``: without the policy memories."""
+    state = AllocationState()
+    state.apply_all(
+        (k, v) for k, v in changelog(rig.h.state) if not (forget and k.startswith(b"policy|"))
+    )
+    engine = RebalanceEngine(state, rig.h.snapshots, rig.h.engine.options)
+    return PolicyRunner(rig.runner.settings, engine)
+
+
+def weights_of(ev: Evaluation) -> list[float]:
+    assert ev.event is not None, ev.detail
+    assert ev.event.target.kind == "weights"
+    return [w.weight for w in ev.event.target.weights]
+
+
+def test_a_new_owner_goes_on_with_the_window_and_gives_the_same_weights() -> None:
+    spec = {"kind": "risk_parity", "assets": ASSETS, "window": 8, "sample_ms": HOUR}
+    rig = Rig({"kind": "band", "mode": "absolute", "threshold": 0.01}, spec)
+    assert [rig.at(i).outcome for i in range(8)] == ["estimating"] * 8
+    assert len(rig.samples()) == 8  # in the changelog's policy memory
+    now = NOW + 8 * HOUR
+    rig.price(8, now)
+    (mine,) = rig.runner.evaluate(now, lambda _: True)  # the original owner
+    (theirs,) = owner(rig).evaluate(now, lambda _: True)  # a new owner, same state
+    assert (mine.outcome, theirs.outcome) == ("triggered", "triggered")
+    assert weights_of(theirs) == weights_of(mine)
+    assert mine.event is not None
+    assert theirs.event is not None
+    assert theirs.event.estimate == mine.event.estimate
+    assert theirs.event.event_id == mine.event.event_id
+    expected = RiskParity(8, periods_per_year=8760.0).target(matrix(samples_of(rig.marks[:9])))
+    assert weights_of(theirs) == pytest.approx(expected.tolist(), abs=1e-12)
+    # the control: an owner without the memory starts the window again
+    (forgot,) = owner(rig, forget=True).evaluate(now, lambda _: True)
+    assert (forgot.outcome, forgot.detail) == (
+        "estimating",
+        "risk_parity: 1 of 9 mark samples, not ready",
+    )
+
+
+def test_a_new_owner_keeps_the_drawdown_guards_cut() -> None:
+    # 1 X + 1 Y + 1 Z: 170, 180, 190, 160, 150, 170, 180; a window of 4 returns (5 samples)
+    spec = {"kind": "equal", "assets": ASSETS, "window": 4, "sample_ms": HOUR}
+    spec["drawdown_guard"] = {"limit": 0.1, "floor": 0.5}
+    rig = Rig({"kind": "band", "mode": "absolute", "threshold": 0.01}, spec)
+    rig.marks = [{"v:X": x, "v:Y": 50.0, "v:Z": 20.0} for x in (100, 110, 120, 90, 80, 100, 110)]
+    outcomes = [rig.at(i).outcome for i in range(6)]
+    assert outcomes == ["estimating"] * 4 + ["triggered"] * 2
+    kept = rig.h.state.policy_memory("default", "a").target
+    assert kept is not None
+    assert kept.trough == pytest.approx(1 - 150 / 190)  # cut at 150 under a peak of 190
+    now = NOW + 6 * HOUR
+    rig.price(6, now)  # 180: 5.3 % under the peak, within the limit, but not back at it
+    (mine,) = rig.runner.evaluate(now, lambda _: True)
+    (theirs,) = owner(rig).evaluate(now, lambda _: True)
+    assert mine.event is not None
+    assert theirs.event is not None
+    assert mine.event.estimate is not None
+    exposure = 0.5 + 0.5 * (1 - (1 - 180 / 190) / (1 - 150 / 190))
+    assert mine.event.estimate.exposure == pytest.approx(exposure)
+    assert theirs.event.estimate == mine.event.estimate
+    assert weights_of(theirs) == pytest.approx([exposure / 3] * 3)
+    # the control: an owner whose memory has the samples but not the trough gives the full
+    # weights
+    uncut = rig.h.state.policy_memory("default", "a")
+    assert uncut.target is not None
+    uncut = uncut.model_copy(update={"target": uncut.target.model_copy(update={"trough": 0.0})})
+    for work in rig.h.engine.remember([uncut]):
+        rig.h.run(work)
+    (forgot,) = owner(rig).evaluate(now, lambda _: True)
+    assert forgot.event is not None
+    assert forgot.event.estimate is not None
+    assert forgot.event.estimate.exposure == 1.0
+
+
+def test_samples_taken_on_an_evaluation_that_goes_no_further_are_handed_back() -> None:
+    spec = {"kind": "kelly", "assets": ASSETS, "window": 8, "sample_ms": HOUR}
+    rig = Rig({"kind": "calendar", "every": "daily"}, spec)
+    rig.at(0)
+    assert rig.check(NOW + 1).memory is None  # no sample due
+    # an event of this world's policy published, not applied yet: the world is pending
+    sent = PolicyRebalance.model_validate(
+        {
+            "type": "policy_rebalance",
+            "event_id": "policy:risk:a:x",
+            "portfolio_id": "default",
+            "occurred_at": NOW,
+            "world_id": "a",
+            "policy": "risk",
+            "trigger": "calendar",
+            "reason": "test",
+            "target": {"kind": "allocation"},
+        }
+    )
+    rig.runner.published(sent, NOW + HOUR)
+    early = rig.at(1)
+    assert early.outcome == "pending"
+    assert early.memory is not None
+    assert early.memory.target is not None
+    assert early.memory.target.samples.times == [NOW, NOW + HOUR]
+    assert [t for t, _ in rig.samples()] == [NOW, NOW + HOUR]
+
+
+def test_samples_of_another_spacing_are_dropped_and_the_trough_kept() -> None:
+    spec = {"kind": "kelly", "assets": ASSETS, "window": 8, "sample_ms": HOUR}
+    rig = Rig({"kind": "calendar", "every": "daily"}, spec)
+    for i in range(3):
+        rig.at(i)
+    kept = rig.h.state.policy_memory("default", "a").target
+    assert kept is not None
+    assert len(kept.samples.times) == 3
+    cut = kept.model_copy(update={"trough": 0.3})
+    memory = rig.h.state.policy_memory("default", "a").model_copy(update={"target": cut})
+    for work in rig.h.engine.remember([memory]):
+        rig.h.run(work)
+    policies = PolicySettings.model_validate(
+        {
+            "enabled": True,
+            "check_interval_ms": 60_000,
+            "rules": [
+                {
+                    "name": "risk",
+                    "worlds": ["a"],
+                    "trigger": {"kind": "calendar", "every": "daily"},
+                    "target": {**spec, "sample_ms": 2 * HOUR},
+                }
+            ],
+        }
+    )
+    rig.runner = PolicyRunner(policies, rig.h.engine)
+    again = rig.at(3)
+    assert again.detail == "kelly: 1 of 9 mark samples, not ready"
+    assert again.memory is not None
+    assert again.memory.target == TargetMemory(
+        sample_ms=2 * HOUR,
+        samples=MarkSamples.of([(NOW + 3 * HOUR, rig.marks[3])]),
+        trough=0.3,
+    )
+
+
+def test_a_memory_written_before_targets_were_kept_loads_without_them() -> None:
+    old = b'{"portfolio_id":"p","world_id":"w","looked":null,"samples":{"labels":["v:X"],'
+    old += b'"times":[1],"marks":[[2.0]]}}'
+    memory = PolicyMemory.model_validate_json(old)
+    assert memory.target is None
