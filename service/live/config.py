@@ -18,7 +18,7 @@ from ..messages.policy import AllocationTarget, WeightsTarget
 from ..policies.calendar import Cadence, cadence
 from ..policies.regimes import DEFAULT_REGIMES
 from ..state.allocations import POLICY_TRIGGERS_KEPT
-from ..state.policy_memory import MARK_SAMPLES_KEPT
+from ..state.policy_memory import MARK_LABELS_KEPT, MARK_SAMPLES_KEPT
 
 Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -118,7 +118,12 @@ class VolTargetOverlay(_Config):
 
     target_volatility: float = Field(gt=0, allow_inf_nan=False)
     max_leverage: float = Field(default=1.0, gt=0, le=1)
-    window: int | None = Field(default=None, ge=2)
+    window: int | None = Field(
+        default=None,
+        ge=2,
+        le=MARK_SAMPLES_KEPT - 1,
+        description="Returns in its estimate (its samples are kept in the changelog).",
+    )
 
 
 class DrawdownGuardOverlay(_Config):
@@ -143,8 +148,13 @@ class RiskTarget(_Config):
     """
 
     kind: Literal["kelly", "risk_parity", "equal"]
-    assets: tuple[TargetAsset, ...] = Field(min_length=1)
-    window: int = Field(default=30, ge=2, description="Returns in the estimate.")
+    assets: tuple[TargetAsset, ...] = Field(min_length=1, max_length=MARK_LABELS_KEPT)
+    window: int = Field(
+        default=30,
+        ge=2,
+        le=MARK_SAMPLES_KEPT - 1,
+        description="Returns in the estimate (its samples are kept in the changelog).",
+    )
     sample_ms: int = Field(default=86_400_000, gt=0, description="Spacing of mark samples.")
     periods_per_year: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     risk_free: float = Field(default=0.0, allow_inf_nan=False)

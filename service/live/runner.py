@@ -13,13 +13,15 @@ recovers it like any change. What keeps a policy from firing twice:
   an id the engine already applied;
 - the engine drops a policy event measured before its world's latest plan;
 - cooldowns and trade limits count the triggers the world's state remembers (changelog);
-- which period a hybrid or regime rule looked at the world in, and a regime's mark samples,
-  are the world's policy memory (``state.policy_memory``): read from the state, changed
-  ones handed back in ``Evaluation.memory`` and written to the changelog by the service, so a
-  restart or a new owner repeats no check.
+- which period a hybrid or regime rule looked at the world in, a regime's mark samples, and
+  a risk-based target's samples and drawdown trough are the world's policy memory
+  (``state.policy_memory``): read from the state, changed ones handed back in
+  ``Evaluation.memory`` (whatever the outcome) and written to the changelog by the service,
+  so a restart or a new owner repeats no check and goes on with the windows.
 
 A risk-based target (``kelly``, ``risk_parity``, ``equal``) is weighed on the world's mark
-samples (``sampling``, ``estimate``); until there are enough, the world is ``estimating`` and
+samples (``sampling``, ``estimate``), taken on every evaluation a sample is due in, even one
+that goes no further (busy, not due); until there are enough, the world is ``estimating`` and
 never triggers. Its event carries the computed weights as a plain ``weights`` target.
 
 Stale or missing marks never trigger: a world whose oldest snapshot is older than
@@ -52,7 +54,13 @@ from ..policies.regimes import Regime, VolatilityRegimes
 from ..policies.risk import DrawdownState
 from ..policies.triggers import DriftBand
 from ..state.allocations import WorldState
-from ..state.policy_memory import MARK_LABELS_KEPT, MarkSamples, PolicyLook, PolicyMemory
+from ..state.policy_memory import (
+    MARK_LABELS_KEPT,
+    MarkSamples,
+    PolicyLook,
+    PolicyMemory,
+    TargetMemory,
+)
 from .config import (
     BandTrigger,
     CalendarTrigger,
@@ -63,7 +71,7 @@ from .config import (
     RiskTarget,
 )
 from .estimate import Estimating, RiskWeights, risk_weights, samples_needed
-from .sampling import MarkSampler, basket_returns
+from .sampling import basket_returns
 
 Outcome = Literal[
     "triggered",
@@ -98,8 +106,9 @@ class Evaluation:
     equity: Equity | None = None
     """The portfolio equity the world was weighed against (measured, else the event's)."""
     memory: PolicyMemory | None = None
-    """The world's policy memory when this evaluation changed it (a look, a mark sample):
-    the service writes it to the changelog (``RebalanceEngine.remember``)."""
+    """The world's policy memory when this evaluation changed it (a look, a mark sample, a
+    drawdown trough), whatever its outcome: the service writes it to the changelog
+    (``RebalanceEngine.remember``)."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,8 @@ def event_id(rule: str, world_id: str, bucket: str) -> str:
 
 class PolicyRunner:
     """Evaluates every configured policy; remembers only what it published. What it looked at
-    (periods, mark samples) it reads from the state's policy memory and hands back as
-    ``Evaluation.memory`` for the service to write to the changelog."""
+    (periods, mark samples, a drawdown trough) it reads from the state's policy memory and
+    hands back as ``Evaluation.memory`` for the service to write to the changelog."""
 
     def __init__(self, settings: PolicySettings, engine: RebalanceEngine) -> None:
         self.settings = settings
@@ -141,10 +150,6 @@ class PolicyRunner:
         """How long a published event blocks its world before it is given up on (one that
         was dead-lettered is never applied)."""
         self._published: dict[tuple[str, str], tuple[str, int]] = {}
-        self.samplers: dict[tuple[str, str, str], MarkSampler] = {}
-        """Mark samples per (portfolio, world, use): ``regime`` for a regime trigger,
-        ``target`` for a risk-based target (each at its own spacing and window)."""
-        self._guards: dict[tuple[str, str], DrawdownState] = {}
 
     def published(self, event: PolicyRebalance, now_ms: int) -> None:
         """Note an event as published: its world waits until the engine has applied it."""
@@ -189,7 +194,7 @@ class PolicyRunner:
 
         risk = rule.target if isinstance(rule.target, RiskTarget) else None
         if risk is not None:  # samples accrue whatever the world's state, for when it is due
-            self._sample(risk, key, now_ms)
+            memory = self._sample(risk, memory, world_id, now_ms)
         sent = self._published.get(key)
         if sent is not None:
             eid, at = sent
@@ -224,7 +229,9 @@ class PolicyRunner:
         estimate: PolicyEstimate | None = None
         concrete: PolicyTarget
         if risk is not None:
-            found = self.estimate(risk, key, held)
+            found = self.estimate(risk, memory, held)
+            if isinstance(found, RiskWeights):
+                memory = _with_trough(memory, risk, found.guard.trough)
             if isinstance(found, Estimating):
                 return answer("estimating", f"{risk.kind}: {found.detail}, not ready")
             if isinstance(found, str):
@@ -290,48 +297,60 @@ class PolicyRunner:
             rule.name, portfolio_id, world_id, "triggered", reason, event, portfolio_equity, changed
         )
 
-    def sampler(self, key: tuple[str, str], use: str, size: int, interval_ms: int) -> MarkSampler:
-        """The world's sampler for ``use`` (made on first use)."""
-        found = self.samplers.get((*key, use))
-        if found is None or found.size != size or found.interval_ms != interval_ms:
-            found = MarkSampler(size, interval_ms)
-            self.samplers[(*key, use)] = found
-        return found
-
-    def _sample(self, target: RiskTarget, key: tuple[str, str], now_ms: int) -> None:
-        """Sample the world's marks for its risk-based target, if a sample is due and the
-        marks can be trusted: fresh snapshots, a mark for every target asset."""
+    def _sample(
+        self, target: RiskTarget, memory: PolicyMemory, world_id: str, now_ms: int
+    ) -> PolicyMemory:
+        """The world's memory with a sample for its risk-based target taken now, if one is due
+        and the marks can be trusted (fresh snapshots, a mark for every target asset): the
+        marks of the target assets and of what else the world holds (its drawdown is valued
+        on them; the target's first if more than ``MARK_LABELS_KEPT``), ``window + 1`` kept.
+        Samples of another spacing are not this window: they are dropped, the trough kept."""
         need = samples_needed(target)
-        if not need:
-            return
-        sampler = self.sampler(key, "target", need, target.sample_ms)
-        if not sampler.due(now_ms):
-            return
-        world_id = key[1]
+        kept = memory.target
+        if not need:  # equal weights alone: nothing to remember
+            return memory if kept is None else memory.model_copy(update={"target": None})
+        if kept is None or kept.sample_ms != target.sample_ms:
+            trough = kept.trough if kept is not None else 0.0
+            kept = TargetMemory(sample_ms=target.sample_ms, trough=trough)
+        taken = self._marks_taken(target, kept.samples, world_id, now_ms, need)
+        if taken is not None:
+            kept = kept.model_copy(update={"samples": taken})
+        if memory.target is None and kept == TargetMemory(sample_ms=target.sample_ms):
+            return memory  # nothing sampled, nothing to write
+        return memory if kept == memory.target else memory.model_copy(update={"target": kept})
+
+    def _marks_taken(
+        self, target: RiskTarget, samples: MarkSamples, world_id: str, now_ms: int, keep: int
+    ) -> MarkSamples | None:
+        """``samples`` with the world's marks taken now (None: not due, or not trusted)."""
+        if not samples.due(now_ms, target.sample_ms):
+            return None
         oldest = self.engine.snapshots.oldest_as_of(world_id)
         if oldest is None or now_ms - oldest > self.settings.max_snapshot_age_ms:
-            return
+            return None
         held = holdings(self.engine.snapshots.positions([world_id]), world_id)
         marks = {label(k): m for k, m in held.marks().items()}
-        if all(label((a.venue, a.symbol)) in marks for a in target.assets):
-            sampler.offer(now_ms, marks)
+        labels = [label((a.venue, a.symbol)) for a in target.assets]
+        if not all(name in marks for name in labels):
+            return None
+        return samples.taken(now_ms, marks, target.sample_ms, keep, first=labels)
 
+    @staticmethod
     def estimate(
-        self, target: RiskTarget, key: tuple[str, str], held: WorldHoldings
+        target: RiskTarget, memory: PolicyMemory, held: WorldHoldings
     ) -> RiskWeights | Estimating | str:
-        """The risk-based target's weights from the world's samples; ``Estimating`` until
-        there are enough, or why the policy function refused them."""
-        need = samples_needed(target)
-        samples = self.sampler(key, "target", need, target.sample_ms).samples if need else []
+        """The risk-based target's weights from the world's samples and drawdown trough (its
+        policy memory); ``Estimating`` until there are enough, or why the policy function
+        refused them."""
+        kept = memory.target
+        usable = kept is not None and kept.sample_ms == target.sample_ms
+        samples = kept.samples.samples() if kept is not None and usable else []
+        guard = DrawdownState(kept.trough) if kept is not None else DrawdownState()
         qty = {label(k): float(q) for k, q in zip(held.keys, held.qty.tolist(), strict=True)}
-        guard = self._guards.get(key, DrawdownState())
         try:
-            found = risk_weights(target, samples, qty, guard)
+            return risk_weights(target, samples, qty, guard)
         except PolicyError as exc:
             return f"{target.kind}: {exc}"
-        if isinstance(found, RiskWeights):
-            self._guards[key] = found.guard
-        return found
 
     @staticmethod
     def measure(
@@ -467,6 +486,14 @@ def _describe(
     parts = [f"{a} {weights.get(a, 0.0):.6g} vs {targets.get(a, 0.0):.6g}" for a in names]
     limit = band.threshold if not isinstance(band.threshold, dict) else "per asset"
     return f"{', '.join(parts)} ({band.mode} band {limit})"
+
+
+def _with_trough(memory: PolicyMemory, target: RiskTarget, trough: float) -> PolicyMemory:
+    """The memory with the drawdown guard's trough after an estimate (unchanged if it is)."""
+    kept = memory.target or TargetMemory(sample_ms=target.sample_ms)
+    if kept.trough == trough:
+        return memory
+    return memory.model_copy(update={"target": kept.model_copy(update={"trough": trough})})
 
 
 def _weights_target(target: RiskTarget, found: RiskWeights) -> tuple[WeightsTarget, PolicyEstimate]:

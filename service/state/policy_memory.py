@@ -1,20 +1,24 @@
 """What the live policies remember of a world between checks, kept in the changelog.
 
-A hybrid or regime rule looks at a world once per calendar period, and a regime rule (and any
-rule that estimates from marks) samples the world's marks over a window. Kept in memory only,
-a restart or a new owner of the portfolio would look again in a period already looked at, and
-start the window empty. So the owner writes it to the changelog under
-``policy|{portfolio}|{world}`` (one record per watched world, compacted: only the latest is
-kept), and every instance reads it back with the rest of the state.
+A hybrid or regime rule looks at a world once per calendar period; a regime rule, and a
+risk-based target (``kelly``, ``risk_parity``, ``equal`` with overlays), sample the world's
+marks over a window; a drawdown guard remembers the trough it cut at. Kept in memory only, a
+restart or a new owner of the portfolio would look again in a period already looked at, start
+a window empty (no trigger for ``window + 1`` samples) and forget a cut. So the owner writes it
+to the changelog under ``policy|{portfolio}|{world}`` (one record per watched world,
+compacted: only the latest is kept), and every instance reads it back with the rest of the
+state.
 
-The samples are stored by column (the asset labels once, then per sample its time and the
-marks in label order), and bounded: at most ``MARK_SAMPLES_KEPT`` samples and
-``MARK_LABELS_KEPT`` assets, which the rules' windows are validated against.
+Each set of samples (a regime's, a target's) is stored by column (the asset labels once, then
+per sample its time and the marks in label order), and bounded: at most ``MARK_SAMPLES_KEPT``
+samples and ``MARK_LABELS_KEPT`` assets, which the rules' windows and target assets are
+validated against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
@@ -25,7 +29,7 @@ MARK_SAMPLES_KEPT = 1_000
 """The most mark samples a world's policy memory keeps (a window of up to 999 returns)."""
 
 MARK_LABELS_KEPT = 64
-"""The most assets whose marks a world's samples keep (1,000 x 64 marks: well under 1 MB)."""
+"""The most assets whose marks one set of a world's samples keeps (1,000 x 64 marks)."""
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=401)]
 """An asset's label, ``venue:symbol`` (``policies.measure.label``)."""
@@ -65,11 +69,14 @@ class MarkSamples(Message):
         return self
 
     @classmethod
-    def of(cls, samples: Sequence[Sample]) -> MarkSamples:
+    def of(cls, samples: Sequence[Sample], first: Collection[str] = ()) -> MarkSamples:
         """From ``(time, {label: mark})`` samples, oldest first (the newest ``MARK_SAMPLES_KEPT``
-        kept)."""
+        kept, and at most ``MARK_LABELS_KEPT`` labels: those in ``first``, then by label)."""
         kept = list(samples)[-MARK_SAMPLES_KEPT:]
         labels = sorted({label for _, marks in kept for label in marks})
+        if len(labels) > MARK_LABELS_KEPT:
+            ranked = sorted(labels, key=lambda name: name not in first)
+            labels = sorted(ranked[:MARK_LABELS_KEPT])
         return cls(
             labels=labels,
             times=[t for t, _ in kept],
@@ -83,23 +90,52 @@ class MarkSamples(Message):
             for t, row in zip(self.times, self.marks, strict=True)
         ]
 
+    def due(self, now_ms: int, every_ms: int) -> bool:
+        """Whether a sample taken now would be kept (none yet, or the last ``every_ms`` old)."""
+        return not self.times or now_ms - self.times[-1] >= every_ms
+
     def taken(
-        self, now_ms: int, marks: Mapping[str, float], every_ms: int, keep: int
+        self,
+        now_ms: int,
+        marks: Mapping[str, float],
+        every_ms: int,
+        keep: int,
+        first: Collection[str] = (),
     ) -> MarkSamples | None:
         """These samples with one taken now, if the last is at least ``every_ms`` old (None
-        when no sample is due), the oldest dropped beyond ``keep``."""
-        if self.times and now_ms - self.times[-1] < every_ms:
+        when no sample is due), the oldest dropped beyond ``keep``. Marks that are not
+        positive finite numbers are left out of the sample (``first``: as in ``of``)."""
+        if not self.due(now_ms, every_ms):
             return None
-        return MarkSamples.of([*self.samples(), (now_ms, dict(marks))][-keep:])
+        clean = {k: float(m) for k, m in marks.items() if math.isfinite(m) and m > 0}
+        return MarkSamples.of([*self.samples(), (now_ms, clean)][-keep:], first)
+
+
+class TargetMemory(Message):
+    """A risk-based target's mark samples, at the spacing they were taken at (samples of
+    another spacing are not its window), and its drawdown guard's trough."""
+
+    sample_ms: int = Field(gt=0, description="The spacing the samples were taken at.")
+    samples: MarkSamples = Field(default_factory=MarkSamples)
+    trough: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="The drawdown guard's deepest drawdown since it cut (0: not cut).",
+    )
 
 
 class PolicyMemory(Message):
-    """What the policies remember of one world: the last look, the mark samples."""
+    """What the policies remember of one world: the last look, the regime's mark samples,
+    a risk-based target's samples and guard (absent in memories written before they were
+    kept: those load as none yet)."""
 
     portfolio_id: Name
     world_id: Name
     looked: PolicyLook | None = None
     samples: MarkSamples = Field(default_factory=MarkSamples)
+    target: TargetMemory | None = None
 
 
 def policy_key(portfolio_id: str, world_id: str) -> bytes:
@@ -113,5 +149,6 @@ __all__ = [
     "PolicyLook",
     "PolicyMemory",
     "Sample",
+    "TargetMemory",
     "policy_key",
 ]

@@ -1,4 +1,4 @@
-"""Live risk-based targets, pure: the mark sampler, the glue from samples to the backtester's
+"""Live risk-based targets, pure: the mark samples, the glue from samples to the backtester's
 allocators and overlays, their settings, and the runner's answers before and after the
 estimate is ready."""
 
@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from service.engine import RebalanceEngine
 from service.live.config import PolicySettings, RiskTarget
 from service.live.estimate import (
     Estimating,
@@ -21,8 +22,9 @@ from service.live.estimate import (
     samples_needed,
 )
 from service.live.outlook import outlook
-from service.live.runner import PolicyRunner, _weights_target
-from service.live.sampling import MarkSampler, Sample, asset_returns, basket_returns
+from service.live.runner import Evaluation, PolicyRunner, _weights_target
+from service.live.sampling import Sample, asset_returns, basket_returns
+from service.messages import PolicyRebalance
 from service.planner import PlannerOptions
 from service.policies.errors import PolicyError
 from service.policies.measure import holdings
@@ -36,8 +38,17 @@ from service.policies.risk import (
 )
 from service.policies.weights import EqualWeight, Kelly, RiskParity, estimate
 from service.settings import Settings
+from service.state.allocations import AllocationState
+from service.state.policy_memory import (
+    MARK_LABELS_KEPT,
+    MARK_SAMPLES_KEPT,
+    MarkSamples,
+    PolicyMemory,
+    TargetMemory,
+)
 from tests.engine.test_engine import Harness, event
 from tests.engine.test_policy_engine import snap
+from tests.policies.test_policy_memory import changelog
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
@@ -69,30 +80,38 @@ def matrix(samples: list[Sample]) -> np.ndarray:
     return asset_returns(samples, LABELS)
 
 
-# -- the sampler ------------------------------------------------------------------------------
+# -- the samples ------------------------------------------------------------------------------
 
 
-def test_the_sampler_keeps_a_bounded_window_at_its_spacing() -> None:
-    s = MarkSampler(3, HOUR)
-    assert s.offer(NOW, {"a": 1.0})
-    assert not s.offer(NOW + HOUR - 1, {"a": 2.0})  # too soon
-    assert s.offer(NOW + HOUR, {"a": 2.0, "b": float("nan"), "c": -1.0})
-    assert s.offer(NOW + 2 * HOUR, {"a": 3.0})
-    assert s.offer(NOW + 3 * HOUR, {"a": 4.0})
-    assert len(s) == 3
-    assert s.samples == [
+def test_samples_keep_a_bounded_window_at_their_spacing() -> None:
+    s = MarkSamples()
+    for t, marks in [
+        (NOW, {"a": 1.0}),
+        (NOW + HOUR, {"a": 2.0, "b": float("nan"), "c": -1.0}),
+        (NOW + 2 * HOUR, {"a": 3.0}),
+        (NOW + 3 * HOUR, {"a": 4.0}),
+    ]:
+        if s.times:
+            assert s.taken(t - 1, marks, HOUR, 3) is None  # too soon
+            assert not s.due(t - 1, HOUR)
+        taken = s.taken(t, marks, HOUR, 3)
+        assert taken is not None
+        s = taken
+    assert s.samples() == [
         (NOW + HOUR, {"a": 2.0}),  # bad marks are left out
         (NOW + 2 * HOUR, {"a": 3.0}),
         (NOW + 3 * HOUR, {"a": 4.0}),
     ]
-    # a plain shape, put back elsewhere as it was; copies, not the sampler's own
-    again = MarkSampler(2, HOUR)
-    again.restore(s.samples)
-    assert again.samples == s.samples[1:]
-    again.samples[0][1]["a"] = 99.0
-    assert again.samples[0][1]["a"] == 3.0
-    with pytest.raises(ValueError, match="size"):
-        MarkSampler(0, HOUR)
+
+
+def test_the_target_assets_are_the_labels_kept_first() -> None:
+    many = {f"v:A{i:03}": 1.0 for i in range(MARK_LABELS_KEPT + 6)}
+    mine = ["v:A069", "v:A068"]  # after the first 64 by label
+    s = MarkSamples().taken(NOW, many, HOUR, 3, first=mine)
+    assert s is not None
+    assert len(s.labels) == MARK_LABELS_KEPT
+    assert set(mine) <= set(s.labels)
+    assert s.labels == sorted(s.labels)
 
 
 def test_returns_between_samples() -> None:
@@ -142,6 +161,25 @@ def rule(target: dict[str, Any]) -> dict[str, Any]:
             "less than 1",
         ),
         ({"kind": "markowitz", "assets": ASSETS}, "target", "kind"),
+        (  # the policy memory keeps at most 1,000 samples of at most 64 assets
+            {"kind": "kelly", "assets": ASSETS, "window": MARK_SAMPLES_KEPT},
+            "target.kelly.window",
+            "less than or equal to 999",
+        ),
+        (
+            {
+                "kind": "equal",
+                "assets": ASSETS,
+                "vol_target": {"target_volatility": 0.1, "window": MARK_SAMPLES_KEPT},
+            },
+            "target.equal.vol_target.window",
+            "less than or equal to 999",
+        ),
+        (
+            {"kind": "equal", "assets": [{"symbol": f"S{i}"} for i in range(65)]},
+            "target.equal.assets",
+            "at most 64",
+        ),
     ],
 )
 def test_risk_target_settings_are_checked_with_the_key_named(
@@ -359,11 +397,23 @@ class Rig:
         rows = [(s, 1.0, m[f"v:{s}"]) for s in ("X", "Y", "Z")]
         self.h.snapshots.apply(snap("s1", rows, as_of=as_of))
 
-    def at(self, i: int) -> Any:
-        now = NOW + i * HOUR
-        self.price(i, now)
+    def at(self, i: int) -> Evaluation:
+        """Evaluate at sample ``i``'s marks and time, and write what the evaluation changed of
+        the world's policy memory to the state, as the policy loop does."""
+        return self.check(NOW + i * HOUR, i)
+
+    def check(self, now: int, i: int | None = None) -> Evaluation:
+        if i is not None:
+            self.price(i, now)
         (evaluation,) = self.runner.evaluate(now, lambda _: True)
+        if evaluation.memory is not None:
+            for work in self.h.engine.remember([evaluation.memory]):
+                self.h.run(work)
         return evaluation
+
+    def samples(self) -> list[Sample]:
+        kept = self.h.state.policy_memory("default", "a").target
+        return kept.samples.samples() if kept is not None else []
 
 
 def test_the_runner_estimates_then_triggers_with_the_functions_weights() -> None:
@@ -381,13 +431,14 @@ def test_the_runner_estimates_then_triggers_with_the_functions_weights() -> None
         assert ev.event is None
         assert ev.detail == f"kelly: {i + 1} of 9 mark samples, not ready"
     # a check between two samples adds none
-    (between,) = rig.runner.evaluate(NOW + 7 * HOUR + 1, lambda _: True)
+    between = rig.check(NOW + 7 * HOUR + 1)
     assert between.detail == "kelly: 8 of 9 mark samples, not ready"
+    assert between.memory is None
     ready = rig.at(8)
     assert ready.outcome == "triggered", ready.detail
     ev = ready.event
     assert ev is not None
-    sampled = rig.runner.samplers[("default", "a", "target")].samples
+    sampled = rig.samples()
     assert [t for t, _ in sampled] == [NOW + i * HOUR for i in range(9)]
     expected = Kelly(8, risk_tolerance=0.5, periods_per_year=8760.0).target(matrix(sampled))
     assert ev.target.kind == "weights"
@@ -412,9 +463,10 @@ def test_stale_snapshots_add_no_sample() -> None:
     rig = Rig({"kind": "calendar", "every": "daily"}, spec)
     assert rig.at(0).outcome == "estimating"
     later = NOW + 10 * HOUR  # the last snapshot is older than max_snapshot_age_ms by then
-    (ev,) = rig.runner.evaluate(later, lambda _: True)
+    ev = rig.check(later)
     assert ev.outcome == "stale"
-    assert [t for t, _ in rig.runner.samplers[("default", "a", "target")].samples] == [NOW]
+    assert ev.memory is None
+    assert [t for t, _ in rig.samples()] == [NOW]
 
 
 # -- the documented examples load -------------------------------------------------------------
@@ -457,9 +509,10 @@ def test_an_estimate_the_policy_function_refuses_is_no_estimate() -> None:
     with pytest.raises(PolicyError, match="riskless"):
         risk_weights(t, samples, {}, DrawdownState())
     rig = Rig({"kind": "calendar", "every": "daily"}, spec)
-    rig.runner.sampler(("default", "a"), "target", 6, HOUR).restore(samples)
+    kept = TargetMemory(sample_ms=HOUR, samples=MarkSamples.of(samples))
+    memory = PolicyMemory(portfolio_id="default", world_id="a", target=kept)
     held = holdings(rig.h.snapshots.positions(["a"]), "a")
-    found = rig.runner.estimate(t, ("default", "a"), held)
+    found = rig.runner.estimate(t, memory, held)
     assert isinstance(found, str)
     assert found.startswith("risk_parity: cov: risk parity did not converge")
 
@@ -474,3 +527,155 @@ def test_estimating_does_not_use_up_a_hybrid_period() -> None:
     assert ready.event is not None
     assert ready.event.reason.startswith("out of band")
     assert "equal + vol_target weights from 5 mark samples" in ready.event.reason
+
+
+# -- the samples and the trough are the world's policy memory: a new owner goes on ----------
+
+
+def owner(rig: Rig, *, forget: bool = False) -> PolicyRunner:
+    """The runner of a new owner (another instance, or this one restarted): the state read back
+    from the changelog, the same snapshots; ``forget``: without the policy memories."""
+    state = AllocationState()
+    state.apply_all(
+        (k, v) for k, v in changelog(rig.h.state) if not (forget and k.startswith(b"policy|"))
+    )
+    engine = RebalanceEngine(state, rig.h.snapshots, rig.h.engine.options)
+    return PolicyRunner(rig.runner.settings, engine)
+
+
+def weights_of(ev: Evaluation) -> list[float]:
+    assert ev.event is not None, ev.detail
+    assert ev.event.target.kind == "weights"
+    return [w.weight for w in ev.event.target.weights]
+
+
+def test_a_new_owner_goes_on_with_the_window_and_gives_the_same_weights() -> None:
+    spec = {"kind": "risk_parity", "assets": ASSETS, "window": 8, "sample_ms": HOUR}
+    rig = Rig({"kind": "band", "mode": "absolute", "threshold": 0.01}, spec)
+    assert [rig.at(i).outcome for i in range(8)] == ["estimating"] * 8
+    assert len(rig.samples()) == 8  # in the changelog's policy memory
+    now = NOW + 8 * HOUR
+    rig.price(8, now)
+    (mine,) = rig.runner.evaluate(now, lambda _: True)  # the original owner
+    (theirs,) = owner(rig).evaluate(now, lambda _: True)  # a new owner, same state
+    assert (mine.outcome, theirs.outcome) == ("triggered", "triggered")
+    assert weights_of(theirs) == weights_of(mine)
+    assert mine.event is not None
+    assert theirs.event is not None
+    assert theirs.event.estimate == mine.event.estimate
+    assert theirs.event.event_id == mine.event.event_id
+    expected = RiskParity(8, periods_per_year=8760.0).target(matrix(samples_of(rig.marks[:9])))
+    assert weights_of(theirs) == pytest.approx(expected.tolist(), abs=1e-12)
+    # the control: an owner without the memory starts the window again
+    (forgot,) = owner(rig, forget=True).evaluate(now, lambda _: True)
+    assert (forgot.outcome, forgot.detail) == (
+        "estimating",
+        "risk_parity: 1 of 9 mark samples, not ready",
+    )
+
+
+def test_a_new_owner_keeps_the_drawdown_guards_cut() -> None:
+    # 1 X + 1 Y + 1 Z: 170, 180, 190, 160, 150, 170, 180; a window of 4 returns (5 samples)
+    spec = {"kind": "equal", "assets": ASSETS, "window": 4, "sample_ms": HOUR}
+    spec["drawdown_guard"] = {"limit": 0.1, "floor": 0.5}
+    rig = Rig({"kind": "band", "mode": "absolute", "threshold": 0.01}, spec)
+    rig.marks = [{"v:X": x, "v:Y": 50.0, "v:Z": 20.0} for x in (100, 110, 120, 90, 80, 100, 110)]
+    outcomes = [rig.at(i).outcome for i in range(6)]
+    assert outcomes == ["estimating"] * 4 + ["triggered"] * 2
+    kept = rig.h.state.policy_memory("default", "a").target
+    assert kept is not None
+    assert kept.trough == pytest.approx(1 - 150 / 190)  # cut at 150 under a peak of 190
+    now = NOW + 6 * HOUR
+    rig.price(6, now)  # 180: 5.3 % under the peak, within the limit, but not back at it
+    (mine,) = rig.runner.evaluate(now, lambda _: True)
+    (theirs,) = owner(rig).evaluate(now, lambda _: True)
+    assert mine.event is not None
+    assert theirs.event is not None
+    assert mine.event.estimate is not None
+    exposure = 0.5 + 0.5 * (1 - (1 - 180 / 190) / (1 - 150 / 190))
+    assert mine.event.estimate.exposure == pytest.approx(exposure)
+    assert theirs.event.estimate == mine.event.estimate
+    assert weights_of(theirs) == pytest.approx([exposure / 3] * 3)
+    # the control: an owner whose memory has the samples but not the trough gives the full
+    # weights
+    uncut = rig.h.state.policy_memory("default", "a")
+    assert uncut.target is not None
+    uncut = uncut.model_copy(update={"target": uncut.target.model_copy(update={"trough": 0.0})})
+    for work in rig.h.engine.remember([uncut]):
+        rig.h.run(work)
+    (forgot,) = owner(rig).evaluate(now, lambda _: True)
+    assert forgot.event is not None
+    assert forgot.event.estimate is not None
+    assert forgot.event.estimate.exposure == 1.0
+
+
+def test_samples_taken_on_an_evaluation_that_goes_no_further_are_handed_back() -> None:
+    spec = {"kind": "kelly", "assets": ASSETS, "window": 8, "sample_ms": HOUR}
+    rig = Rig({"kind": "calendar", "every": "daily"}, spec)
+    rig.at(0)
+    assert rig.check(NOW + 1).memory is None  # no sample due
+    # an event of this world's policy published, not applied yet: the world is pending
+    sent = PolicyRebalance.model_validate(
+        {
+            "type": "policy_rebalance",
+            "event_id": "policy:risk:a:x",
+            "portfolio_id": "default",
+            "occurred_at": NOW,
+            "world_id": "a",
+            "policy": "risk",
+            "trigger": "calendar",
+            "reason": "test",
+            "target": {"kind": "allocation"},
+        }
+    )
+    rig.runner.published(sent, NOW + HOUR)
+    early = rig.at(1)
+    assert early.outcome == "pending"
+    assert early.memory is not None
+    assert early.memory.target is not None
+    assert early.memory.target.samples.times == [NOW, NOW + HOUR]
+    assert [t for t, _ in rig.samples()] == [NOW, NOW + HOUR]
+
+
+def test_samples_of_another_spacing_are_dropped_and_the_trough_kept() -> None:
+    spec = {"kind": "kelly", "assets": ASSETS, "window": 8, "sample_ms": HOUR}
+    rig = Rig({"kind": "calendar", "every": "daily"}, spec)
+    for i in range(3):
+        rig.at(i)
+    kept = rig.h.state.policy_memory("default", "a").target
+    assert kept is not None
+    assert len(kept.samples.times) == 3
+    cut = kept.model_copy(update={"trough": 0.3})
+    memory = rig.h.state.policy_memory("default", "a").model_copy(update={"target": cut})
+    for work in rig.h.engine.remember([memory]):
+        rig.h.run(work)
+    policies = PolicySettings.model_validate(
+        {
+            "enabled": True,
+            "check_interval_ms": 60_000,
+            "rules": [
+                {
+                    "name": "risk",
+                    "worlds": ["a"],
+                    "trigger": {"kind": "calendar", "every": "daily"},
+                    "target": {**spec, "sample_ms": 2 * HOUR},
+                }
+            ],
+        }
+    )
+    rig.runner = PolicyRunner(policies, rig.h.engine)
+    again = rig.at(3)
+    assert again.detail == "kelly: 1 of 9 mark samples, not ready"
+    assert again.memory is not None
+    assert again.memory.target == TargetMemory(
+        sample_ms=2 * HOUR,
+        samples=MarkSamples.of([(NOW + 3 * HOUR, rig.marks[3])]),
+        trough=0.3,
+    )
+
+
+def test_a_memory_written_before_targets_were_kept_loads_without_them() -> None:
+    old = b'{"portfolio_id":"p","world_id":"w","looked":null,"samples":{"labels":["v:X"],'
+    old += b'"times":[1],"marks":[[2.0]]}}'
+    memory = PolicyMemory.model_validate_json(old)
+    assert memory.target is None

@@ -132,8 +132,9 @@ async def test_a_risk_target_triggers_once_its_estimate_is_ready_with_the_functi
         ]
 
     def sampled() -> int:
-        sampler = app.policies.runner.samplers.get(("default", "a", "target"))
-        return len(sampler) if sampler is not None else 0
+        """The samples in the world's policy memory, as written to the changelog."""
+        kept = app.policies.runner.engine.state.policy_memory("default", "a").target
+        return len(kept.samples.times) if kept is not None else 0
 
     try:
         async with (
