@@ -99,6 +99,12 @@ async def test_a_large_move_goes_in_three_steps_each_after_the_previous_is_reach
             await app.stop()
 
 
+def step_held(app: RebalancerApp) -> int | None:
+    """The paced step world ``w`` holds, waiting for the one in flight (None: none)."""
+    held = app.state.world("default", "w").held
+    return None if held is None or held.pacing is None else held.pacing.step
+
+
 async def test_a_restart_mid_pacing_goes_on_with_the_next_step_not_a_new_plan(
     bootstrap_servers: str,
 ) -> None:
@@ -113,10 +119,8 @@ async def test_a_restart_mid_pacing_goes_on_with_the_next_step_not_a_new_plan(
         try:
             await feed.event(t.allocations, move())
             (first,) = planned(await plans.until(lambda rs: len(planned(rs)) >= 1))
-            held = first_app.state.world("default", "w").held
-            assert held is not None
-            assert held.pacing is not None
-            assert held.pacing.step == 2
+            # the state is written after the record is published: wait for it
+            await until(lambda: step_held(first_app) == 2, "step 2 held behind step 1")
         finally:
             await first_app.stop()
         # step 1 reached while no instance runs (snapshots simulate the execution node)
@@ -130,10 +134,7 @@ async def test_a_restart_mid_pacing_goes_on_with_the_next_step_not_a_new_plan(
                 (leg["current_qty"], leg["delta_qty"], leg["target_qty"]) for leg in legs(second)
             ] == [(210.0, 60.0, 270.0)]
             assert second["coalesced_event_ids"] == ["move"]
-            world = second_app.state.world("default", "w")
-            assert world.held is not None
-            assert world.held.pacing is not None
-            assert world.held.pacing.step == 3
+            await until(lambda: step_held(second_app) == 3, "step 3 held behind step 2")
             # step 1 was not planned again: one record per step, in order
             assert [r["plan_id"] for r in planned(await plans.quiet(0.5))] == [
                 first["plan_id"],
