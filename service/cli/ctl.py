@@ -182,8 +182,11 @@ def plans(client: ApiClient, args: argparse.Namespace) -> Any:
 
 
 def show_plans(result: Any) -> str:
-    table = [["created", "plan", "status", "event", "worlds", "intents", "held"]]
+    table = [
+        ["created", "plan", "status", "event", "worlds", "intents", "est. cost", "realised", "held"]
+    ]
     for p in result["plans"]:
+        realised = p.get("realised_cost")  # null until an execution node reports a fill
         table.append(
             [
                 _time(p["created_at"]),
@@ -192,6 +195,8 @@ def show_plans(result: Any) -> str:
                 p["event_id"],
                 ",".join(p["worlds"]),
                 str(p["intents"]),
+                f"{p['estimated_cost']:.2f}" if p.get("estimated_cost") is not None else "-",
+                "-" if realised is None else f"{realised['total']:.2f}",
                 p.get("held_reason") or "-",  # paused: ..., or reduce_only: worlds ...
             ]
         )

@@ -61,6 +61,11 @@ async def test_status_pause_and_plans_from_the_command_line(service: RebalancerA
     assert code == 0
     assert record["plan_id"] in out
     assert "planned" in out
+    header, *rows = out.splitlines()
+    assert header.split()[5:9] == ["intents", "est.", "cost", "realised"]
+    (row,) = [r for r in rows if record["plan_id"] in r]
+    # no [costs] configured: estimated 0; no execution node reported a fill: no realised cost
+    assert row.split()[-3:-1] == ["0.00", "-"]
 
 
 async def test_preview_reads_the_event_from_stdin(service: RebalancerApp) -> None:
