@@ -8,6 +8,7 @@ e.g. ``REBALANCER_PLANNER__FLIP_POLICY=direct_flip``), the file named by
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
@@ -215,6 +216,17 @@ class CostSettings(BaseModel):
     )
 
 
+def repeated_scope(scopes: Iterable[tuple[str, str | None]]) -> tuple[int, str] | None:
+    """The first ``(portfolio, world)`` scope given a second time: its index, and its name
+    as an error says it (``portfolio 'p' world 'w'``); None when each is given once."""
+    seen: set[tuple[str, str | None]] = set()
+    for i, (portfolio, world) in enumerate(scopes):
+        if (portfolio, world) in seen:
+            return i, f"portfolio {portfolio!r}" + (f" world {world!r}" if world else "")
+        seen.add((portfolio, world))
+    return None
+
+
 class PacingScope(BaseModel):
     """Pacing for one portfolio, or one of its worlds, instead of the section's own."""
 
@@ -265,12 +277,10 @@ class PacingSettings(BaseModel):
 
     @model_validator(mode="after")
     def _unique_scopes(self) -> PacingSettings:
-        seen: set[tuple[str, str | None]] = set()
-        for i, scope in enumerate(self.scopes):
-            where = (scope.portfolio, scope.world)
-            if where in seen:
-                raise ValueError(f"scopes.{i}: {where} is given twice")
-            seen.add(where)
+        repeated = repeated_scope((s.portfolio, s.world) for s in self.scopes)
+        if repeated is not None:
+            i, where = repeated
+            raise ValueError(f"scopes.{i}: {where} has its pacing already")
         return self
 
 
@@ -323,15 +333,10 @@ class PlannerChoiceSettings(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> PlannerChoiceSettings:
-        seen: set[tuple[str, str | None]] = set()
-        for i, rule in enumerate(self.choice):
-            where = (rule.portfolio, rule.world)
-            if where in seen:
-                world = f" world {rule.world!r}" if rule.world else ""
-                raise ValueError(
-                    f"choice.{i}: portfolio {rule.portfolio!r}{world} has a planner already"
-                )
-            seen.add(where)
+        repeated = repeated_scope((rule.portfolio, rule.world) for rule in self.choice)
+        if repeated is not None:
+            i, where = repeated
+            raise ValueError(f"choice.{i}: {where} has a planner already")
         return self
 
 

@@ -437,7 +437,7 @@ def test_pacing_and_slicing_load_from_the_environment_and_become_the_engine_rule
         (
             "REBALANCER_PACING__SCOPES",
             '[{"portfolio": "p"}, {"portfolio": "p"}]',
-            r"pacing.*scopes\.1: \('p', None\) is given twice",
+            r"pacing.*scopes\.1: portfolio 'p' has its pacing already",
         ),
     ],
 )
