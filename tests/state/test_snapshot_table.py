@@ -137,3 +137,42 @@ def test_kept_tables_are_read_only_and_bounded() -> None:
     with pytest.raises(ValueError, match="read-only"):
         kept.qty[0] = 1.0
     assert len(table._tables) == TABLES_KEPT
+
+
+class Timed(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    timestamp: Any
+
+
+MAX_AS_OF = 253_402_300_799_999  # the model's bound (year 9999)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    as_of=st.integers(0, MAX_AS_OF),
+    published=st.one_of(st.none(), st.integers(-5, MAX_AS_OF)),
+    now=st.integers(0, MAX_AS_OF),
+    skew=st.integers(0, 10**9),
+)
+def test_a_snapshot_is_refused_exactly_when_dated_beyond_the_skew(
+    as_of: int, published: int | None, now: int, skew: int
+) -> None:
+    """Ahead of the record's time (when it has one) or of now, whichever is earlier, by more
+    than the skew: refused, naming the skew; otherwise applied."""
+    reference = now if published is None or published < 0 else min(published, now)
+    value = snap("a", "s1", as_of, [("v", "BTC", 1.0)]).model_dump_json().encode()
+    refused: list[Exception] = []
+    table = SnapshotTable()
+    applied = table.ingest(
+        [Timed(b"a|s1", value, published)],
+        lambda r, e: refused.append(e),
+        now_ms=now,
+        max_skew_ms=skew,
+    )
+    if as_of > reference + skew:
+        assert applied == 0
+        assert len(refused) == 1
+        assert f"beyond the allowed clock skew of {skew} ms" in str(refused[0])
+    else:
+        assert (applied, refused) == (1, [])
