@@ -31,7 +31,8 @@ Kafka, and prints each table with one row per broker.
     its transaction is committed. Rows in (b)'s table.
 (p) Where (b)'s paced time goes: the same events against a timing copy of the service
     (``--probed-service``: ``rebalancer run`` with wrappers around the fetch, the decision,
-    each send's acknowledgement and the commit), per step, medians.
+    each send's acknowledgement and the commit), per step, medians; and inside those steps,
+    the time spent putting the intents into batches and in garbage collection.
 
 Before (f), (b) and (p) the broker gets 20 s of back-to-back round trips (``warm_up``): a
 just-started JVM is several times slower than a warm one. ``--kafka-set KEY=VALUE`` runs Apache
@@ -692,11 +693,17 @@ BREAKDOWN = {
     "(after) commit": "state acknowledged -> offset committed",
 }
 
+ASIDES = {
+    "intents batched": "of 'write-ahead': the 200 intents put into batches while it is in flight",
+    "garbage collection": "the collector's pauses, handler start to intents acknowledged",
+}
+"""What the service spent on two things inside the steps above (ms per event)."""
+
 
 def breakdown(path: Path, sent: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
     """Per step of ``BREAKDOWN``, ms, from the probed service's timelines and the bench's
     send and read times (one monotonic clock for every process of the machine)."""
-    steps: dict[str, list[float]] = {name: [] for name in BREAKDOWN}
+    steps: dict[str, list[float]] = {name: [] for name in [*BREAKDOWN, *ASIDES]}
     steps["event to last intent"] = []
     for line in path.read_text().splitlines():
         tl = orjson.loads(line)
@@ -718,6 +725,8 @@ def breakdown(path: Path, sent: dict[str, tuple[float, float]]) -> dict[str, lis
         for name, a, b in zip(list(BREAKDOWN)[6:], after[:-1], after[1:], strict=True):
             steps[name].append((b - a) * 1e3)
         steps["event to last intent"].append((end - start) * 1e3)
+        steps["intents batched"].append(tl["intents_batched_ms"])
+        steps["garbage collection"].append(tl["gc_ms"])
     return steps
 
 
@@ -756,8 +765,29 @@ def probed_service(path: str) -> int:
             "fetched": fetched.pop((record.partition, record.offset), float("nan")),
             "handle": clock(),
             "changelog_ack": [],
+            "gc_ms": 0.0,
+            "intents_batched_ms": 0.0,
         }
         await handle(self, record, consumed)
+
+    collecting = [0.0]
+
+    def timed_collection(phase: str, info: dict[str, Any]) -> None:
+        """Adds the collector's pauses to the event in hand, until its intents are acked."""
+        if phase == "start":
+            collecting[0] = clock()
+            return
+        marks = box[0]
+        if "handle" in marks and "intents_ack" not in marks:
+            marks["gc_ms"] += (clock() - collecting[0]) * 1e3
+
+    batch_intents = OutputProducer.intents
+
+    async def timed_intents(self: OutputProducer, intents: list[dict[str, Any]]) -> Outgoing:
+        start = clock()
+        outgoing = await batch_intents(self, intents)
+        box[0]["intents_batched_ms"] = (clock() - start) * 1e3
+        return outgoing
 
     on_event = RebalanceEngine.on_event
 
@@ -797,6 +827,8 @@ def probed_service(path: str) -> int:
             sink.flush()
 
     Consumer.getmany = timed_getmany
+    gc.callbacks.append(timed_collection)
+    OutputProducer.intents = timed_intents  # type: ignore[method-assign]
     AllocationConsumer.handle = timed_handle  # type: ignore[method-assign]
     RebalanceEngine.on_event = timed_on_event  # type: ignore[method-assign]
     OutputProducer.send = timed_send  # type: ignore[method-assign]
@@ -848,6 +880,12 @@ def print_breakdown(results: list[tuple[Broker, Latency]]) -> None:
         )
         label = f"**{step}**" if step == "event to last intent" else step
         print(f"| {label} | {cells} | {BREAKDOWN.get(step, 'the total, as in (b)')} |")
+    for step, what in ASIDES.items():
+        cells = " | ".join(
+            f"{statistics.median(r.steps[step]):.2f} | {percentile(r.steps[step], 0.9):.2f}"
+            for _, r in results
+        )
+        print(f"| ({step}) | {cells} | {what} |")
     print()
 
 
