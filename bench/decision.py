@@ -9,8 +9,9 @@ in-process, without Kafka, as ``rebalancer run`` does (``RebalanceEngine.on_even
 state written as the edges write it). Each event is timed whole and in parts: the planner's
 arithmetic, turning the plan into its record (``plan.wire``), serialising the write-ahead,
 and the rest (admission, state, checks). Events come back to back, then with an idle pause
-before each (100 ms, as the paced events of ``bench/stream.py`` arrive), in alternating
-rounds; medians per round.
+before each (100 ms, as the paced events of ``bench/stream.py`` arrive; ``--spin`` spends
+it spinning on the clock instead of asleep), in alternating rounds; medians per round. Last,
+the size of one write-ahead, and what zstd makes of it, in how long.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ tune_allocator()  # as the service does at start-up, before the work allocates
 from service.engine import EngineOptions, RebalanceEngine  # noqa: E402
 from service.engine import effects as engine_effects  # noqa: E402
 from service.messages import PositionSnapshot, allocation_event_adapter  # noqa: E402
+from service.messages.allocation import AllocationEvent  # noqa: E402
 from service.planner import plan as planner_plan  # noqa: E402
 from service.state.allocations import AllocationState  # noqa: E402
 from service.state.snapshots import SnapshotTable  # noqa: E402
@@ -104,11 +106,10 @@ class Events:
         self.serial = 0
         self.timings = Timings()
 
-    def one(self) -> dict[str, float]:
+    def next_event(self) -> AllocationEvent:
         r = self.serial
-        self.serial += 1
         before, after = (0.3, 0.2) if r % 2 == 0 else (0.2, 0.3)
-        event = allocation_event_adapter.validate_python(
+        return allocation_event_adapter.validate_python(
             {
                 "type": "world_allocations_changed",
                 "event_id": f"ev-{r}",
@@ -118,6 +119,11 @@ class Events:
                 "world_alloc_before": {"big": before},
             }
         )
+
+    def one(self) -> dict[str, float]:
+        event = self.next_event()
+        r = self.serial
+        self.serial += 1
         self.timings.spent.clear()
         start = time.perf_counter()
         work = self.engine.on_event(event, 10_000 + 1_000 * r)
@@ -133,19 +139,51 @@ class Events:
         return {"total": total * 1e3, **parts}
 
 
-def round_of(events: Events, n: int, idle_s: float) -> dict[str, float]:
+def idle(seconds: float, spin: bool) -> None:
+    """Wait: asleep (the process off the CPU), or spinning on the clock (on it)."""
+    if not spin:
+        time.sleep(seconds)
+        return
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def round_of(events: Events, n: int, idle_s: float, spin: bool) -> dict[str, float]:
     rows = []
     for _ in range(n):
         if idle_s:
-            time.sleep(idle_s)
+            idle(idle_s, spin)
         rows.append(events.one())
     return {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+
+
+def print_write_ahead(events: Events) -> None:
+    """The size of one write-ahead, and what zstd (as the producer compresses) makes of it."""
+    from aiokafka.codec import zstd_encode
+
+    work = events.engine.on_event(events.next_event(), 10_000 + 1_000 * events.serial)
+    raw = work.pending[1] if work.pending is not None else None
+    if raw is None:
+        raise RuntimeError("the event's work has no write-ahead")
+    samples = []
+    for _ in range(30):
+        start = time.perf_counter()
+        packed = zstd_encode(raw)
+        samples.append((time.perf_counter() - start) * 1e3)
+    print(
+        f"One write-ahead: {len(raw):,} bytes; zstd: {len(packed):,} bytes in "
+        f"{statistics.median(samples):.2f} ms (median of 30).\n"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer events (a smoke run)")
     parser.add_argument("--idle-ms", type=float, default=100.0, help="pause before each event")
+    parser.add_argument(
+        "--spin", action="store_true", help="pause by spinning on the clock, not asleep"
+    )
     args = parser.parse_args()
     n, rounds = (10, 2) if args.quick else (60, 5)
     print(
@@ -158,11 +196,12 @@ def main() -> None:
             events.one()
         results: dict[str, list[dict[str, float]]] = {"back to back": [], "idle before": []}
         for _ in range(rounds):
-            results["back to back"].append(round_of(events, n, 0.0))
-            results["idle before"].append(round_of(events, n, args.idle_ms / 1e3))
+            results["back to back"].append(round_of(events, n, 0.0, False))
+            results["idle before"].append(round_of(events, n, args.idle_ms / 1e3, args.spin))
+    how = "spinning" if args.spin else "asleep"
     print(
         f"## The decision on one event, 10,000 positions, 200 intents "
-        f"({rounds} rounds of {n} events each way; idle {args.idle_ms:g} ms)\n"
+        f"({rounds} rounds of {n} events each way; idle {args.idle_ms:g} ms, {how})\n"
     )
     print("Median of the rounds' medians, ms (min-max of the rounds' medians).\n")
     print("| part | back to back | idle before | idle / back to back |")
@@ -180,6 +219,7 @@ def main() -> None:
         ratio = cells[1][0] / cells[0][0] if cells[0][0] else float("nan")
         print(f"| {part} | {cells[0][1]} | {cells[1][1]} | {ratio:.2f} |")
     print()
+    print_write_ahead(events)
 
 
 if __name__ == "__main__":
