@@ -10,11 +10,13 @@ from aiokafka.errors import TopicAlreadyExistsError
 from service.settings import Settings
 
 from .clients import KafkaClients
+from .producer import MAX_REQUEST_BYTES
 
 
 async def ensure_topics(settings: Settings, servers: str | KafkaClients) -> list[str]:
     """Create missing topics; the changelog and the nodes' heartbeats are compacted and have
-    one partition. Returns the names created."""
+    one partition; the changelog and the plan topic take records as large as the producer
+    sends (``LARGE_RECORDS``). Returns the names created."""
     topics = settings.topics
     wanted = {
         topics.snapshots: settings.topic_partitions,
@@ -41,7 +43,11 @@ async def ensure_topics(settings: Settings, servers: str | KafkaClients) -> list
                 name,
                 partitions,
                 settings.topic_replication,
-                topic_configs=_configs(settings, compacted=name in compacted),
+                topic_configs=_configs(
+                    settings,
+                    compacted=name in compacted,
+                    large=name in (topics.changelog, topics.plans),
+                ),
             )
             for name, partitions in wanted.items()
             if name not in existing
@@ -54,8 +60,17 @@ async def ensure_topics(settings: Settings, servers: str | KafkaClients) -> list
         await admin.close()
 
 
-def _configs(settings: Settings, *, compacted: bool) -> dict[str, str]:
+LARGE_RECORDS = str(MAX_REQUEST_BYTES)
+"""``max.message.bytes`` of the changelog and the plan topic. A plan's record and its
+write-ahead grow with its keys (some 520 kB before compression at 10,000 positions with 200
+traded keys), and Apache Kafka refuses a batch over 1 MB by default: a plan over the limit
+could not be written ahead, and the event would fail on every restart."""
+
+
+def _configs(settings: Settings, *, compacted: bool, large: bool) -> dict[str, str]:
     configs = {"cleanup.policy": "compact"} if compacted else {}
+    if large:
+        configs["max.message.bytes"] = LARGE_RECORDS
     if settings.topic_min_insync_replicas is not None:
         configs["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
     return configs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -72,3 +73,40 @@ async def test_records_cross_batches_in_order_with_headers_on_their_default_part
         assert headers == [("writer", b"w1")]
     for key in {k for k, _ in records}:
         assert [v for _, k, v, _ in seen if k == key] == [v for k2, v in records if k2 == key]
+
+
+async def test_the_changelog_and_plan_topics_take_records_over_a_megabyte(
+    bootstrap_servers: str,
+) -> None:
+    """A plan's write-ahead and record over Apache Kafka's default 1 MB, incompressible: the
+    topics the service creates take them on either broker."""
+    settings = fresh_settings(bootstrap_servers)
+    await ensure_topics(settings, bootstrap_servers)
+    out = OutputProducer(
+        bootstrap_servers, settings.topics, client_id="test", writer_id="w1", compression="zstd"
+    )
+    big = os.urandom(1_500_000)  # zstd cannot shrink it under the default limit
+    await out.start()
+    try:
+        assert await out.write_changelog([(b"pending|p", big)]) == 1
+        assert await out.publish(await out.batch(settings.topics.plans, [(b"p", big)])) == 1
+    finally:
+        await out.stop()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        for topic in (settings.topics.changelog, settings.topics.plans):
+            parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            values: list[bytes | None] = []
+            deadline = time.monotonic() + 30
+            while not values:
+                assert time.monotonic() < deadline, f"nothing read back from {topic}"
+                batch = await consumer.getmany(timeout_ms=200)
+                values += [r.value for recs in batch.values() for r in recs]
+            assert values == [big]
+    finally:
+        await consumer.stop()
