@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -101,22 +101,40 @@ class OutputProducer:
         self.topics = topics
         self.writer = writer_id.encode()
         self._partitioner = CachingPartitioner()
-        self._producer = clients_of(servers).producer(
-            client_id=client_id,
-            transactional_id=transactional_id,
-            acks="all",
-            linger_ms=0,
-            compression_type=None if compression == "none" else compression,
-            max_batch_size=MAX_BATCH_BYTES,
-            max_request_size=MAX_REQUEST_BYTES,
-            partitioner=self._partitioner,
-        )
+        clients = clients_of(servers)
+
+        def make() -> AIOKafkaProducer:
+            return clients.producer(
+                client_id=client_id,
+                transactional_id=transactional_id,
+                acks="all",
+                linger_ms=0,
+                compression_type=None if compression == "none" else compression,
+                max_batch_size=MAX_BATCH_BYTES,
+                max_request_size=MAX_REQUEST_BYTES,
+                partitioner=self._partitioner,
+            )
+
+        self._make = make
+        self._producer = make()
 
     async def start(self) -> None:
         await self._producer.start()
 
     async def stop(self) -> None:
         await self._producer.stop()
+
+    async def renew(self) -> None:
+        """Go on with a new producer (a new producer id) after the broker refused a batch for
+        good (``TOO_LARGE``). An idempotent producer numbers its batches per partition, and
+        aiokafka counts the refused batch as sent: the broker would take the partition's next
+        batch as out of order, and the producer could not write there again. The new one is
+        started before it takes over, so a concurrent send never meets a stopped producer;
+        the old one is stopped once what it holds is delivered."""
+        fresh = self._make()
+        await fresh.start()
+        old, self._producer = self._producer, fresh
+        await old.stop()
 
     async def begin_transaction(self) -> None:
         await self._producer.begin_transaction()
@@ -218,6 +236,7 @@ class OutputProducer:
         try:
             return await self.publish(await self._dead_letter_batch(letters))
         except TOO_LARGE:
+            await self.renew()
             if len(letters) > 1:  # find the large one(s) alone
                 count = 0
                 for letter in letters:

@@ -66,6 +66,10 @@ class StubbedProducer(OutputProducer):
         self.failure = failure
         self.published: list[DeadLetter] = []
         self._pending: list[DeadLetter] = []
+        self.renewed = 0
+
+    async def renew(self) -> None:
+        self.renewed += 1
 
     async def _dead_letter_batch(self, letters: list[DeadLetter]) -> Outgoing:
         self._pending = letters
@@ -89,6 +93,9 @@ async def test_a_letter_the_broker_refuses_as_too_large_goes_out_smaller() -> No
     assert small[b"b"].truncated
     assert small[b"b"].value_size == 1_000
     assert not small[b"a"].truncated
+    # a producer whose batch was refused for good goes on as a new one (two refusals: the
+    # three letters together, then "b" alone; "b" cut to an eighth fits)
+    assert producer.renewed == 2
 
 
 async def test_a_letter_that_never_fits_is_raised() -> None:
