@@ -4,7 +4,8 @@ Per record, under the service's lock: decode, check the key, let the engine deci
 refuses (or cannot decide: a poison message is our bug, never a stopped service) is
 dead-lettered; otherwise its work is carried out in the order of work, with the offset (in
 the same transaction under exactly-once); an event without work has its offset committed
-alone. Only failures of the broker or of the service's own state stop the loop.
+alone. An event whose plan the broker refuses as too large (its write-ahead, the first write)
+is dead-lettered too. Only failures of the broker or of the service's own state stop the loop.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import time
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import ValidationError
 
-from service.engine import RebalanceEngine
+from service.engine import RebalanceEngine, Work
 from service.errors import InputError, describe
 from service.messages.cloudevents import decode_topic_event
 from service.messages.command import OperatorCommand
+from service.messages.topic import TopicEvent
 from service.metrics import Metrics
 
 from .dead_letters import DeadLetters
-from .unit_of_work import Consumed, Step
+from .unit_of_work import Consumed, PlanTooLarge, Step
 from .worker import LoopControls, Worker
 
 log = logging.getLogger("rebalancer")
@@ -105,6 +107,24 @@ class AllocationConsumer:
         if work.duplicate:
             metrics.events_duplicate.inc()
             return False
+        try:
+            return await self._carried_out(event, work, consumed, started)
+        except PlanTooLarge as exc:
+            log.warning(
+                "%s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, exc
+            )
+            await self.dead_letters.publish([(record, exc, str(exc))])
+            return False
+
+    async def _carried_out(
+        self,
+        event: TopicEvent,
+        work: Work,
+        consumed: Consumed,
+        started: float,
+    ) -> bool:
+        """Carry out the decided work of an event (True: its offset went with it)."""
+        metrics = self.metrics
         if isinstance(event, OperatorCommand):
             self.worker.unit.fault(Step.COMMAND_READ)
             await self.worker.carry_out(work, consumed)

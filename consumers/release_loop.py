@@ -25,6 +25,7 @@ from service.state.snapshots import SnapshotTable
 
 from .dead_letters import DeadLetters
 from .reader import TopicReader
+from .unit_of_work import PlanTooLarge
 from .worker import LoopControls, Worker
 
 log = logging.getLogger("rebalancer")
@@ -86,7 +87,11 @@ class ReleaseLoop:
                 self._report_refused(work.refused)
                 continue
             started = time.perf_counter()
-            await self.worker.carry_out(work)
+            try:
+                await self.worker.carry_out(work)
+            except PlanTooLarge as exc:  # nothing of it was written: the change stays held
+                self._report_refused(str(exc))
+                continue
             if work.dropped is not None:
                 metrics.policy_dropped.inc()
                 log.warning("held policy correction dropped: %s", work.dropped)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from aiokafka.admin import NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from service.settings import Settings
@@ -74,3 +75,33 @@ def _configs(settings: Settings, *, compacted: bool, large: bool) -> dict[str, s
     if settings.topic_min_insync_replicas is not None:
         configs["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
     return configs
+
+
+async def undersized_topics(settings: Settings, clients: KafkaClients) -> list[str]:
+    """Why the changelog or the plan topic may refuse a large plan: one line per topic whose
+    ``max.message.bytes`` is below ``LARGE_RECORDS`` (topics made by someone else, or before
+    the service set it). Asked of Apache Kafka only: the embedded broker has no such limit."""
+    if not clients.features.full_kafka:
+        return []
+    names = [settings.topics.changelog, settings.topics.plans]
+    admin = clients.admin()
+    await admin.start()
+    try:
+        wanted = {"max.message.bytes": None}
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, wanted) for name in names]
+        )
+    finally:
+        await admin.close()
+    out = []
+    for response in responses:
+        for _error, _message, _kind, name, entries in response.resources:
+            for entry in entries:
+                if entry[0] == "max.message.bytes" and int(entry[1]) < int(LARGE_RECORDS):
+                    out.append(
+                        f"topic {name} takes records up to {entry[1]} bytes "
+                        f"(max.message.bytes): a plan whose write-ahead or record is larger "
+                        f"after compression stops the service at its event; set it to "
+                        f"{LARGE_RECORDS}"
+                    )
+    return sorted(out)

@@ -17,6 +17,9 @@ which the entry point passes in.
 That is the at-least-once guarantee: a crash may publish a plan's intents twice (the same
 ids and bytes). ``transactions.TransactionalUnitOfWork`` does the same work as one Kafka
 transaction instead (exactly-once); both answer to ``Unit``.
+
+A write-ahead the broker refuses as too large raises ``PlanTooLarge`` before anything else is
+written: the caller dead-letters the event (or keeps a held change held) and goes on.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from aiokafka.errors import CommitFailedError
 from service.engine import Work, notices
 from service.state.allocations import AllocationState
 
-from .producer import Outgoing, OutputProducer
+from .producer import TOO_LARGE, Outgoing, OutputProducer
 
 log = logging.getLogger("rebalancer")
 
@@ -73,6 +76,20 @@ FaultHook = Callable[[Step], None]
 
 def no_faults(step: Step) -> None:
     """The hook of a service that is not under a crash test."""
+
+
+class PlanTooLarge(Exception):  # noqa: N818 (it names what happened, as InputError does)
+    """The broker refused a plan's write-ahead as larger than the state topic takes. It is
+    the first write of the plan, so nothing of the plan was published: the event it came
+    from can be dead-lettered (a held change stays held), and the service goes on."""
+
+    def __init__(self, pending: bytes | None, topic: str, refusal: BaseException) -> None:
+        size = len(pending or b"")
+        super().__init__(
+            f"its plan's write-ahead ({size:,} bytes before compression) is larger than the "
+            f"state topic {topic} takes (its max.message.bytes; the broker answered "
+            f"{type(refusal).__name__}); nothing of the plan was published"
+        )
 
 
 @dataclass(frozen=True)
@@ -135,12 +152,16 @@ class UnitOfWork:
         producer = self.producer
         intents: Outgoing | None = None
         if work.pending is not None:
-            written = await producer.send(await producer.changelog([work.pending]))
-            if work.has_intents:
-                for _ in range(SENDER_STEPS):  # the producer's sender writes the request
-                    await asyncio.sleep(0)
-                intents = await producer.intents(work.intents)  # while it is in flight
-            await written
+            try:
+                written = await producer.send(await producer.changelog([work.pending]))
+                if work.has_intents:
+                    for _ in range(SENDER_STEPS):  # the producer's sender writes the request
+                        await asyncio.sleep(0)
+                    intents = await producer.intents(work.intents)  # while it is in flight
+                await written
+            except TOO_LARGE as exc:
+                await producer.renew()
+                raise PlanTooLarge(work.pending[1], producer.topics.changelog, exc) from None
             self.state.apply(*work.pending)
             self.fault(Step.AFTER_PENDING)
         published = 0

@@ -34,7 +34,7 @@ from consumers.policy_loop import PolicyLoop
 from consumers.producer import OutputProducer
 from consumers.reader import TopicReader
 from consumers.release_loop import Gauges, ReleaseLoop
-from consumers.topics import ensure_topics
+from consumers.topics import ensure_topics, undersized_topics
 from consumers.transactions import (
     PartitionProducers,
     TransactionalUnitOfWork,
@@ -306,6 +306,8 @@ class RebalancerApp:
         created = await ensure_topics(settings, servers)
         if created:
             log.info("created topics %s", ", ".join(created))
+        for warning in await undersized_topics(settings, servers):
+            log.warning("%s", warning)
         self.producer = OutputProducer(
             servers,
             topics,

@@ -6,13 +6,14 @@ import os
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.clients import partitions_of
+from consumers.clients import KafkaClients, partitions_of
 from consumers.producer import CachingPartitioner, OutputProducer
-from consumers.topics import ensure_topics
+from consumers.topics import ensure_topics, undersized_topics
 from tests.kafka_support import fresh_settings
 
 
@@ -110,3 +111,28 @@ async def test_the_changelog_and_plan_topics_take_records_over_a_megabyte(
             assert values == [big]
     finally:
         await consumer.stop()
+
+
+async def test_a_plan_topic_made_with_kafkas_default_limit_is_named_at_start(
+    bootstrap_servers: str,
+) -> None:
+    """A plan topic someone else made, with the broker's default record limit: Apache Kafka
+    says so (the service logs it at start); the state topic the service made passes. The
+    embedded broker has no limit to say anything about."""
+    settings = fresh_settings(bootstrap_servers)
+    clients = KafkaClients(bootstrap_servers)
+    features = await clients.connect()
+    admin = clients.admin()
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(settings.topics.plans, 1, 1)])
+    finally:
+        await admin.close()
+    await ensure_topics(settings, clients)
+    warnings = await undersized_topics(settings, clients)
+    if features.full_kafka:
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith(f"topic {settings.topics.plans} takes records up to ")
+        assert warnings[0].endswith("set it to 33554432")
+    else:
+        assert warnings == []
