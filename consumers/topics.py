@@ -95,11 +95,13 @@ async def undersized_topics(settings: Settings, clients: KafkaClients) -> list[s
         await admin.close()
     out = []
     for response in responses:
+        # a topic the broker would not describe (no DescribeConfigs right) has no entries
         for _error, _message, _kind, name, entries in response.resources:
             for entry in entries:
-                if entry[0] == "max.message.bytes" and int(entry[1]) < int(LARGE_RECORDS):
+                key, value = entry[0], entry[1]
+                if key == "max.message.bytes" and value and int(value) < int(LARGE_RECORDS):
                     out.append(
-                        f"topic {name} takes records up to {entry[1]} bytes "
+                        f"topic {name} takes records up to {value} bytes "
                         f"(max.message.bytes): a plan whose write-ahead or record is larger "
                         f"after compression stops the service at its event; set it to "
                         f"{LARGE_RECORDS}"
