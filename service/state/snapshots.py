@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..messages import PositionSnapshot
 from ..planner import PositionTable
 from ..planner.positions import SnapshotColumns, Vocabulary
-from .stored_snapshot import StoredSnapshot, decode_snapshot_record, tombstone_key
+from .stored_snapshot import StoredSnapshot, decode_snapshot_record, plain_values, tombstone_key
 
 
 class SnapshotRecord(Protocol):
@@ -98,7 +98,8 @@ class SnapshotTable:
         so a restore that reads the record again later decides the same.
 
         This is the restore's hot loop (one pass per record of the topic), so it does what
-        ``apply`` does inline.
+        ``apply`` does inline, and a batch whose values are all plain (``plain_values``) has
+        their names checked in one scan instead of one per record.
         """
         by_world, columns = self._by_world, self._columns
         applied = stale = positions = 0
@@ -106,9 +107,11 @@ class SnapshotTable:
         # A snapshot no later than both the record's time and now (each plus the skew) passes
         # the check without the call, which only the rare late one needs for its message.
         ceiling = None if now_ms is None else now_ms + max_skew_ms
-        for record in records:
+        batch = list(records)
+        plain = plain_values([record.value for record in batch])
+        for record in batch:
             try:
-                snapshot = decode_snapshot_record(record.key, record.value)
+                snapshot = decode_snapshot_record(record.key, record.value, plain=plain)
                 if snapshot is None:
                     self.delete(*tombstone_key(record.key))
                     continue

@@ -53,6 +53,13 @@ def _needs_name_check(data: bytes) -> bool:
     return _PIPE in data or _BACKSLASH in data or _DEL in data or not data.isascii()
 
 
+def plain_values(values: list[bytes | None]) -> bool:
+    """Whether every value is present and none needs the names' check: one scan of them all,
+    which a batch of records pays once instead of once per record."""
+    present = [value for value in values if value is not None]
+    return len(present) == len(values) and not _needs_name_check(b"".join(present))
+
+
 # JSON has no NaN or infinity, and msgspec refuses a number that overflows a float, so every
 # float these structs hold is finite, as the model's ``allow_inf_nan=False`` demands.
 
@@ -212,14 +219,17 @@ def decode_snapshot(data: bytes) -> StoredSnapshot:
     return _stored(data, _decode(data)[1])
 
 
-def decode_snapshot_record(key: bytes | None, value: bytes | None) -> StoredSnapshot | None:
+def decode_snapshot_record(
+    key: bytes | None, value: bytes | None, *, plain: bool = False
+) -> StoredSnapshot | None:
     """One record of the snapshot topic: its snapshot, or None for a tombstone (whose key
-    ``tombstone_key`` reads). A keyed record's key must match its snapshot."""
+    ``tombstone_key`` reads). A keyed record's key must match its snapshot. ``plain`` says
+    that ``plain_values`` has vouched for the value already."""
     if value is None:
         return None
     try:  # the list form with plain names, inline: this is once per record on the topic
         s = _decode_list_form(value)
-        if _needs_name_check(value):
+        if not plain and _needs_name_check(value):
             raise _NeedsGeneralPath
         snapshot = StoredSnapshot(
             s.world_id,

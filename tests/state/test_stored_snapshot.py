@@ -22,9 +22,11 @@ from service.state.snapshots import SnapshotTable
 from service.state.stored_snapshot import (
     StoredPosition,
     StoredSnapshot,
+    _needs_name_check,
     decode_snapshot,
     decode_snapshot_record,
     fast_decode,
+    plain_values,
     tombstone_key,
 )
 from tests.examples import examples
@@ -298,6 +300,41 @@ def test_ingest_applies_newest_counts_and_rejects_without_stopping() -> None:
     assert table.position_count == 1
     table.ingest([Record(b"w|s", None)], lambda r, e: rejected.append((r, e)))
     assert (len(table), table.position_count, table.deleted) == (0, 0, 1)
+
+
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=12), st.text(max_size=6).map(str.encode))))
+def test_a_batch_is_plain_exactly_when_each_of_its_values_is(values: list[bytes | None]) -> None:
+    each = all(v is not None and not _needs_name_check(v) for v in values)
+    assert plain_values(values) == each
+
+
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(snapshot_bytes(), st.none()), min_size=1, max_size=6), st.booleans())
+def test_a_batch_ingests_as_its_records_would_one_by_one(
+    values: list[bytes | None], keyed: bool
+) -> None:
+    """The names' check is made once per batch when the whole batch is plain; a batch with
+    one record that needs it (or a tombstone) must decide every record as alone."""
+
+    def key_of(value: bytes | None) -> bytes | None:
+        if not keyed:
+            return None
+        try:
+            doc = json.loads(value or b"")
+            return f"{doc['world_id']}|{doc['strategy_id']}".encode()
+        except Exception:
+            return b"w|s"
+
+    records = [Record(key_of(v), v) for v in values]
+
+    def outcome(batches: list[list[Record]]) -> Any:
+        table, refused = SnapshotTable(), []
+        for batch in batches:
+            table.ingest(batch, lambda r, e: refused.append((r.value, type(e), str(e))))
+        held = [(s.world_id, s.strategy_id, s.data) for s in table.snapshots()]
+        return held, refused, (table.applied, table.stale, table.deleted, table.position_count)
+
+    assert outcome([records]) == outcome([[r] for r in records])
 
 
 def test_stored_form_of_a_model_round_trips() -> None:
