@@ -23,6 +23,7 @@ from .netting import HELD, REASONS, TRADE, NettedKeys
 
 if TYPE_CHECKING:
     from .base import PlannerOptions, PlanningContext
+    from .positions import FloatArray
     from .scaling import WorldScale
 
 Json = dict[str, Any]
@@ -46,6 +47,9 @@ class Plan:
     global_is_per_world: bool = False
     """The global view is ``per_world`` without breakdowns: one world, planned whole, whose
     ``(venue, symbol)`` keys are its keys. Its entries are then copied from the world's."""
+    row_targets: FloatArray | None = None
+    """Each row's target quantity on ``context.positions``: what the planner asked before
+    netting, from which a planner wrapping this one nets its own global view."""
 
     @cached_property
     def _record(self) -> Json:

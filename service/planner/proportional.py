@@ -166,6 +166,49 @@ def net_per_world(
     return hold_growth(netted, reduce_only[netted.codes // n_pairs])
 
 
+def net_globally(
+    table: PositionTable,
+    planned: npt.NDArray[np.bool_],
+    target_qty: FloatArray,
+    options: PlannerOptions,
+    lots: LotSizes,
+    reduce_only: BoolArray | None = None,
+    *,
+    shared: bool = False,
+) -> NettedKeys:
+    """Every row of the table netted per ``(venue, symbol)`` toward ``target_qty``: the global
+    view (SPEC 3.4), rounded once. Worlds that do not move count in ``current``. Only with
+    ``shared`` (it is then what a shared account trades) does it carry per-strategy
+    breakdowns. If any of the ``planned`` worlds is reduce-only, so is the whole net."""
+    n_s = len(table.symbols)
+    global_view = net(
+        table.venue * n_s + table.symbol,
+        len(table.venues) * n_s,
+        table.strategy,
+        table.strategy if shared else None,
+        len(table.strategies),
+        table.qty,
+        target_qty,
+        table.mark,
+        table.recency,
+        lots=lots.lookup(with_world=False),
+        min_trade_notional=options.min_trade_notional,
+        qty_decimals=options.qty_decimals,
+        grouping=global_grouping(table, shared),
+        venue_minimum=venue_minimums(table, options, with_world=False),
+    )
+    if reduce_only is not None and reduce_only[planned].any():
+        global_view = hold_growth(global_view, np.ones(len(global_view), np.bool_))
+    return global_view
+
+
+def without_breakdowns(per_world: NettedKeys) -> NettedKeys:
+    """The per-world view as the global view of a table of one world, planned whole: the
+    same keys and sums; the record copies its entries (``Plan.global_is_per_world``)."""
+    none = np.zeros(0, np.int64)
+    return dataclasses.replace(per_world, pair_key=none, pair_strategy=none, pair_delta=np.zeros(0))
+
+
 def planned_rows(table: PositionTable, planned: npt.NDArray[np.bool_]) -> _PlannedRows:
     """The rows of the ``planned`` worlds, kept on the table."""
     memo_key = f"per-world rows {planned.tobytes().hex()}"
@@ -278,8 +321,6 @@ class ProportionalRebalancer:
                 g[code] = scale.scale_by_strategy[strategy_id]
 
         target_qty = table.qty * g[table.strategy]
-        n_v, n_s = len(table.venues), len(table.symbols)
-        pair = table.venue * n_s + table.symbol
         lots = LotSizes.of(table, options)
         reduce_only = reduce_only_mask(table, context.reduce_only_worlds)
         per_world = net_per_world(table, planned, target_qty, options, lots, reduce_only)
@@ -287,30 +328,11 @@ class ProportionalRebalancer:
         shared = options.execution_mode == "shared_account"
         global_is_per_world = self._world_view_is_global(table, shared) and bool(planned.all())
         if global_is_per_world:
-            none = np.zeros(0, np.int64)
-            global_view = dataclasses.replace(
-                per_world, pair_key=none, pair_strategy=none, pair_delta=np.zeros(0)
-            )
+            global_view = without_breakdowns(per_world)
         elif self.with_global:
-            global_view = net(
-                pair,
-                n_v * n_s,
-                table.strategy,
-                table.strategy if shared else None,
-                n_strat,
-                table.qty,
-                target_qty,
-                table.mark,
-                table.recency,
-                lots=lots.lookup(with_world=False),
-                min_trade_notional=options.min_trade_notional,
-                qty_decimals=options.qty_decimals,
-                grouping=global_grouping(table, shared),
-                venue_minimum=venue_minimums(table, options, with_world=False),
+            global_view = net_globally(
+                table, planned, target_qty, options, lots, reduce_only, shared=shared
             )
-            if reduce_only is not None and reduce_only[planned].any():
-                # the net of every world: a reduce-only world among them makes it reduce-only
-                global_view = hold_growth(global_view, np.ones(len(global_view), np.bool_))
         plan_id = self._plan_id(context, scales, per_world, global_view, bool(planned.all()))
         return Plan(
             plan_id=plan_id,
@@ -320,6 +342,7 @@ class ProportionalRebalancer:
             per_world=per_world,
             global_view=global_view,
             global_is_per_world=global_is_per_world,
+            row_targets=target_qty,
         )
 
     def _scales(self, context: PlanningContext) -> list[WorldScale]:

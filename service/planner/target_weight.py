@@ -26,7 +26,13 @@ from .ids import PlanHasher
 from .netting import exact_sums, group, latest_mark
 from .plan import Plan
 from .positions import FloatArray, PositionTable
-from .proportional import LotSizes, net_per_world, reduce_only_mask
+from .proportional import (
+    LotSizes,
+    net_globally,
+    net_per_world,
+    reduce_only_mask,
+    without_breakdowns,
+)
 from .scaling import WorldScale
 
 AssetKey = tuple[str | None, str]
@@ -102,6 +108,13 @@ class TargetWeightRebalancer:
         lots = LotSizes.of(table, options)
         reduce_only = reduce_only_mask(table, context.reduce_only_worlds)
         per_world = net_per_world(table, planned, target_qty, options, lots, reduce_only)
+        planned_all = bool(planned.all())
+        global_is_per_world = len(table.worlds) == 1 and planned_all
+        global_view = (
+            without_breakdowns(per_world)
+            if global_is_per_world
+            else net_globally(table, planned, target_qty, options, lots, reduce_only)
+        )
         scales = self._scales(context, table, target_qty)  # gross notional after / before
         planned_context = dataclasses.replace(context, positions=table)
         h = PlanHasher()
@@ -136,13 +149,18 @@ class TargetWeightRebalancer:
             per_world.pair_delta,
         ):
             h.update_bulk(np.ascontiguousarray(column).data)
+        if not planned_all:  # the global view adds the positions of the worlds not planned
+            for column in (global_view.codes, global_view.current, global_view.mark):
+                h.update_bulk(np.ascontiguousarray(column).data)
         return Plan(
             plan_id=h.hexdigest(),
             planner=self.name,
             context=planned_context,
             worlds=tuple(scales),
             per_world=per_world,
-            global_view=None,
+            global_view=global_view,
+            global_is_per_world=global_is_per_world,
+            row_targets=target_qty,
         )
 
     def _equities(self, context: PlanningContext) -> dict[str, float]:

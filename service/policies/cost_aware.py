@@ -25,6 +25,12 @@ import orjson
 from ..planner import Plan, PlanningContext, PlanningError, Rebalancer
 from ..planner.ids import PlanHasher
 from ..planner.netting import COSTLY, TRADE, NettedKeys
+from ..planner.proportional import (
+    LotSizes,
+    net_globally,
+    reduce_only_mask,
+    without_breakdowns,
+)
 from .costs import CostModel
 from .errors import PolicyError
 
@@ -97,12 +103,12 @@ class CostAwareRebalancer:
         figures = self.figures(plan)
         costly = (plan.per_world.status == TRADE) & (figures.cost > self.ratio * figures.benefit)
         view = drop(plan.per_world, costly)
-        global_view = None
+        global_view, row_targets = plan.global_view, plan.row_targets
         if plan.global_is_per_world:
-            none = np.zeros(0, np.int64)
-            global_view = dataclasses.replace(
-                view, pair_key=none, pair_strategy=none, pair_delta=np.zeros(0)
-            )
+            global_view = without_breakdowns(view)
+        elif costly.any() and global_view is not None and row_targets is not None:
+            row_targets = kept_rows(plan, costly, row_targets)
+            global_view = self._global_view(plan, row_targets)
         h = PlanHasher()
         h.update(self.name.encode())
         h.update(plan.plan_id.encode())
@@ -127,7 +133,30 @@ class CostAwareRebalancer:
             per_world=view,
             global_view=global_view,
             global_is_per_world=plan.global_is_per_world,
+            row_targets=row_targets,
         )
+
+    @staticmethod
+    def _global_view(plan: Plan, row_targets: npt.NDArray[np.float64]) -> NettedKeys:
+        """The net of every world toward what this plan trades (SPEC 3.4)."""
+        table, context = plan.context.positions, plan.context
+        planned_ids = {scale.world_id for scale in plan.worlds}
+        planned = np.array([w in planned_ids for w in table.worlds], np.bool_)
+        lots = LotSizes.of(table, context.options)
+        reduce_only = reduce_only_mask(table, context.reduce_only_worlds)
+        return net_globally(table, planned, row_targets, context.options, lots, reduce_only)
+
+
+def kept_rows(
+    plan: Plan, costly: npt.NDArray[np.bool_], row_targets: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """The rows' targets with the rows of ``costly`` keys (of ``plan.per_world``) at what
+    they hold: the keys are not traded."""
+    table = plan.context.positions
+    n_s = len(table.symbols)
+    row_key = (table.world * len(table.venues) + table.venue) * n_s + table.symbol
+    held = np.isin(row_key, plan.per_world.codes[costly])
+    return np.where(held, table.qty, row_targets)
 
 
 def drop(view: NettedKeys, costly: npt.NDArray[Any]) -> NettedKeys:

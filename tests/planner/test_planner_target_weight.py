@@ -144,6 +144,32 @@ def test_other_worlds_are_untouched_and_ids_are_deterministic() -> None:
     assert other.plan_id != p.plan_id
 
 
+def test_several_worlds_get_one_global_net_and_an_idle_world_counts_in_it() -> None:
+    rows: list[Row] = [
+        ("a", "s", "bin", "BTC", 1.0, 50_000.0, 0),
+        ("b", "t", "bin", "BTC", 1.0, 50_000.0, 0),
+        ("c", "u", "bin", "BTC", 2.0, 50_000.0, 0),
+        ("c", "u", "bin", "ETH", 3.0, 2_000.0, 0),
+    ]
+    targets = {
+        "a": WorldTargets({("bin", "BTC"): 0.5}, equity=50_000.0),  # 1 -> 0.5
+        "b": WorldTargets({("bin", "BTC"): 1.0}, equity=100_000.0),  # 1 -> 2
+    }
+    p = plan(rows, targets)
+    valid(p)
+    (btc,) = p.record()["global_deltas"]
+    assert (btc["venue"], btc["symbol"]) == ("bin", "BTC")
+    # the net of a's -0.5 and b's +1, over what all three worlds hold (c's 2 BTC included)
+    assert (btc["current_qty"], btc["delta_qty"], btc["target_qty"]) == (4.0, 0.5, 4.5)
+    assert btc["legs"] == []  # per-world execution: the global view is for reading
+    (eth,) = p.record()["global_dropped"]  # c's ETH does not move
+    assert (eth["symbol"], eth["reason"], eth["current_qty"]) == ("ETH", "unchanged", 3.0)
+    moved = plan([*rows[:3], ("c", "u", "bin", "ETH", 4.0, 2_000.0, 0)], targets)
+    assert moved.plan_id != p.plan_id  # the idle world is in the global view, so in the id
+    (one,) = plan(rows[:1], {"a": targets["a"]}).record()["global_deltas"]
+    assert (one["current_qty"], one["delta_qty"]) == (1.0, -0.5)  # one world: its own view
+
+
 def test_bad_targets_are_refused_with_the_field() -> None:
     rows: list[Row] = [("a", "s", "bin", "BTC", 1.0, 50_000.0, 0)]
     with pytest.raises(PlanningError, match=r"targets\[a\]\.marks: no mark for bin\|ETH"):

@@ -136,3 +136,51 @@ def test_shared_account_is_refused() -> None:
     aware = CostAwareRebalancer(MultiWorldProportionalRebalancer(), CostModel(), volatility=0.5)
     with pytest.raises(PlanningError, match="per world"):
         aware.plan(context)
+
+
+def unrounded_by_key(entries: list[dict[str, Any]]) -> dict[tuple[Any, str], float]:
+    out: dict[tuple[Any, str], float] = {}
+    for d in entries:
+        key = (d["venue"], d["symbol"])
+        out[key] = out.get(key, 0.0) + d["delta_qty_unrounded"]
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    scenarios(**PER_WORLD),
+    costs,
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from(BASES),
+    st.booleans(),
+)
+def test_the_global_view_nets_what_the_worlds_trade(
+    scenario: Scenario, model: CostModel, ratio: float, base: Rebalancer, aware: bool
+) -> None:
+    """SPEC 3.4 for every planner the service runs: the global view of a plan is the net of
+    its worlds' moves per (venue, symbol), a key its world does not trade for cost left out."""
+    planner = CostAwareRebalancer(base, model, volatility=0.3, max_cost_to_benefit=ratio)
+    try:
+        record = (planner if aware else base).plan(build_context(scenario)).record()
+    except PlanningError:
+        return
+    worlds = record["per_world"].values()
+    if any(d["reason"] == "cost_exceeds_benefit" for d in record["global_dropped"]):
+        # one world with positions, planned whole: its view is the global view, entry for entry
+        (world,) = [w for w in worlds if w["deltas"] or w["dropped"]]
+        assert [d["symbol"] for d in record["global_dropped"]] == [
+            d["symbol"] for d in world["dropped"]
+        ]
+        assert unrounded_by_key(record["global_deltas"]) == unrounded_by_key(world["deltas"])
+        return
+    asked = [
+        d
+        for p in worlds
+        for d in p["deltas"] + p["dropped"]
+        if d.get("reason") != "cost_exceeds_benefit"
+    ]
+    expected = unrounded_by_key(asked)
+    netted = unrounded_by_key(record["global_deltas"] + record["global_dropped"])
+    for key in expected.keys() | netted.keys():
+        want, got = expected.get(key, 0.0), netted.get(key, 0.0)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (key, want, got)
